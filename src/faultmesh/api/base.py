@@ -200,6 +200,6 @@ class Resource(Model):
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         # Kubernetes objects conventionally start with apiVersion, kind, metadata.
-        ordered = {key: data.pop(key) for key in ("apiVersion", "kind", "metadata") if key in data}
+        ordered: dict[str, Any] = {key: data.pop(key) for key in ("apiVersion", "kind", "metadata") if key in data}
         ordered.update(data)
         return ordered

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .base import API_GROUP, Issue, Path, Resource, check, context_for, default, format_path
+from .admission import admit_create
+from .base import API_GROUP, Issue, Path, Resource, format_path
 from .registry import kinds
 
 DEFAULT_NAMESPACE = "default"
@@ -104,9 +105,7 @@ def parse_object(data: Any, namespace: str = DEFAULT_NAMESPACE) -> Resource:
 
 def validate_object(obj: Resource, namespace: str | None = None) -> list[Issue]:
     """Default and check a model built in code; return the issues (empty when valid)."""
-    ctx = context_for(obj, namespace)
-    default(obj, ctx)
-    return check(obj, ctx)
+    return admit_create(obj, namespace)
 
 
 def _expand_lists(data: Any) -> list[tuple[Path, Any]]:
@@ -277,9 +276,8 @@ def _line_of(node: yaml.Node | None, path: Path) -> int | None:
                 if key.value == part:
                     following = value
                     break
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(current.value):
-                following = current.value[part]
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
+            following = current.value[part]
         if following is None:
             break
         current = following

@@ -1,0 +1,77 @@
+"""The CLI: exit codes and messages for validate, crds and version; never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from faultmesh.cli import app
+
+runner = CliRunner()
+
+GOOD = """\
+apiVersion: chaos-mesh.org/v1alpha1
+kind: PodChaos
+metadata: {name: ok}
+spec: {action: pod-kill, mode: one, selector: {}}
+"""
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("faultmesh ")
+
+
+def test_validate_good_file_exits_zero(tmp_path: Path) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "PodChaos default/ok" in result.stdout
+
+
+def test_validate_bad_file_exits_two_and_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("mode: one", "mode: fixed, value: '0'"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "spec.value" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "nope.yaml: no such file" in result.stderr
+
+
+def test_validate_reports_every_file(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text("kind: [")
+    result = runner.invoke(app, ["validate", str(bad), str(good)])
+    assert result.exit_code == 2
+    assert "malformed YAML" in result.stderr
+    assert "PodChaos default/ok" in result.stdout
+
+
+def test_validate_reads_stdin() -> None:
+    result = runner.invoke(app, ["validate", "-"], input=GOOD)
+    assert result.exit_code == 0, result.output
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["validate", "--frobnicate"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_crds_prints_one_crd_per_kind() -> None:
+    result = runner.invoke(app, ["crds"])
+    assert result.exit_code == 0
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert all(doc["kind"] == "CustomResourceDefinition" for doc in documents)
+    assert "podchaos.chaos-mesh.org" in [doc["metadata"]["name"] for doc in documents]
