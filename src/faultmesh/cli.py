@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .api.loader import DEFAULT_NAMESPACE, ManifestError
@@ -55,27 +56,19 @@ def validate(
         except ManifestError as error:
             failed = True
             for problem in error.problems:
-                err.print(f"[red]✗[/red] {_source(problem, path)}", highlight=False, markup=True)
+                err.print(f"[red]✗[/red] {escape(str(problem))}", highlight=False)
             continue
         for note in result.notes:
             if not quiet:
-                err.print(f"[dim]{path}: {note}[/dim]", highlight=False)
+                err.print(f"[dim]{escape(f'{path}: {note}')}[/dim]", highlight=False)
         if not quiet:
             for obj in result.objects:
-                out.print(
-                    f"[green]✓[/green] {path}: {obj.kind} {obj.metadata.namespace or '-'}/"
-                    f"{obj.metadata.name or obj.metadata.generate_name}",
-                    highlight=False,
-                )
+                name = f"{obj.metadata.namespace or '-'}/{obj.metadata.name or obj.metadata.generate_name}"
+                out.print(f"[green]✓[/green] {escape(f'{path}: {obj.kind} {name}')}", highlight=False)
             if not result.objects:
-                out.print(f"[yellow]·[/yellow] {path}: no chaos-mesh.org objects", highlight=False)
+                out.print(f"[yellow]·[/yellow] {escape(str(path))}: no chaos-mesh.org objects", highlight=False)
     if failed:
         raise typer.Exit(EXIT_INVALID)
-
-
-def _source(problem: object, path: Path) -> str:
-    text = str(problem)
-    return text if text.startswith(str(path)) else f"{path}: {text}"
 
 
 @app.command()

@@ -75,3 +75,11 @@ def test_crds_prints_one_crd_per_kind() -> None:
     documents = list(yaml.safe_load_all(result.stdout))
     assert all(doc["kind"] == "CustomResourceDefinition" for doc in documents)
     assert "podchaos.chaos-mesh.org" in [doc["metadata"]["name"] for doc in documents]
+
+
+def test_field_paths_with_indexes_are_printed_verbatim(tmp_path: Path) -> None:
+    path = tmp_path / "phase.yaml"
+    path.write_text(GOOD.replace("selector: {}", "selector: {podPhaseSelectors: [Runing]}"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "spec.selector.podPhaseSelectors[0]" in result.stderr

@@ -87,7 +87,7 @@ def test_explicit_selector_namespaces_are_kept() -> None:
 def test_error_names_document_field_and_line() -> None:
     text = DEPLOYMENT + "---\n" + POD_KILL.replace("action: pod-kill", "action: pod-kil")
     assert problems_of(text) == [
-        "m.yaml:12 doc 2 spec.action: \"pod-kil\" is not one of 'pod-kill', 'pod-failure' or 'container-kill'"
+        "m.yaml:12: doc 2 spec.action: \"pod-kil\" is not one of 'pod-kill', 'pod-failure' or 'container-kill'"
     ]
 
 
@@ -114,7 +114,7 @@ def test_negative_bound_is_named() -> None:
 
 def test_malformed_yaml_reports_the_line() -> None:
     (problem,) = problems_of(POD_KILL + "  oops: [unclosed\n")
-    assert problem.startswith("m.yaml:13 malformed YAML")
+    assert problem.startswith("m.yaml:13: malformed YAML")
 
 
 def test_unknown_kind_in_the_group_is_refused_with_a_hint() -> None:
@@ -128,7 +128,7 @@ def test_a_document_that_is_not_a_mapping_is_refused() -> None:
 
 
 def test_missing_kind_and_name() -> None:
-    assert problems_of("apiVersion: chaos-mesh.org/v1alpha1\n") == ["m.yaml:1 doc 1 kind: is required"]
+    assert problems_of("apiVersion: chaos-mesh.org/v1alpha1\n") == ["m.yaml:1: doc 1 kind: is required"]
     (problem,) = problems_of(POD_KILL.replace("  name: kill-one\n", ""))
     assert "metadata.name: is required" in problem
 

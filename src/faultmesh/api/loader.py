@@ -35,15 +35,15 @@ class ManifestProblem:
     source: str | None = None
 
     def __str__(self) -> str:
-        where = []
+        # Compiler style, so editors can jump to it: "file.yaml:12: doc 2 spec.mode: ...".
+        parts = []
         if self.source:
-            where.append(f"{self.source}:{self.line}" if self.line else self.source)
+            parts.append(f"{self.source}:{self.line}:" if self.line else f"{self.source}:")
         if self.doc is not None:
-            where.append(f"doc {self.doc}")
-        head = " ".join(where)
+            parts.append(f"doc {self.doc}")
         field_path = format_path(self.path)
-        body = f"{field_path}: {self.message}" if field_path else self.message
-        return f"{head} {body}" if head else body
+        parts.append(f"{field_path}: {self.message}" if field_path else self.message)
+        return " ".join(parts)
 
 
 class ManifestError(Exception):
