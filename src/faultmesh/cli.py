@@ -6,11 +6,14 @@ No command prints a traceback for a user's mistake.
 
 from __future__ import annotations
 
+import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -69,6 +72,85 @@ def validate(
                 out.print(f"[yellow]·[/yellow] {escape(str(path))}: no chaos-mesh.org objects", highlight=False)
     if failed:
         raise typer.Exit(EXIT_INVALID)
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+@app.command()
+def plan(
+    files: Annotated[list[Path], typer.Argument(help="Manifest files (YAML or JSON); - reads stdin.")],
+    pods: Annotated[
+        Path,
+        typer.Option(
+            "--pods",
+            help="Pods (and Nodes, Namespaces) to select from: a file of objects or `kubectl get -o yaml` output.",
+        ),
+    ],
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    seed: Annotated[
+        str | None, typer.Option(help="Seed for the random modes, so the plan is reproducible.")
+    ] = None,
+    filter_namespaces: Annotated[
+        bool,
+        typer.Option(
+            "--filter-namespaces",
+            help="Only select in namespaces annotated chaos-mesh.org/inject=enabled.",
+        ),
+    ] = False,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml.")] = OutputFormat.TABLE,
+) -> None:
+    """Dry run: show which pods and containers each experiment would hit. Injects nothing."""
+    from .planview import plan_rows, print_plan
+    from .selection import InventoryError, Scope, SelectionError, load_inventory, plan_experiment
+
+    try:
+        inventory = load_inventory(_read_text(pods), source=str(pods))
+    except InventoryError as error:
+        for problem in error.problems:
+            err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(problem)}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    except OSError as error:
+        err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(error.strerror or str(error))}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    scope = Scope(filter_namespaces=filter_namespaces)
+    failed = False
+    documents: list[dict[str, object]] = []
+    for path in files:
+        try:
+            result = read_manifest(path, namespace)
+        except ManifestError as error:
+            failed = True
+            for problem in error.problems:
+                err.print(f"[red]✗[/red] {escape(str(problem))}", highlight=False)
+            continue
+        for obj in result.objects:
+            try:
+                plans = plan_experiment(obj, inventory, seed=seed, scope=scope)
+            except SelectionError as error:
+                failed = True
+                where = f"{path}: {obj.kind} {obj.metadata.name}"
+                err.print(f"[red]✗[/red] {escape(where)}: {escape(str(error))}", highlight=False)
+                continue
+            if output is OutputFormat.TABLE:
+                print_plan(out, obj, plans)
+            else:
+                documents.append(plan_rows(obj, plans))
+    if output is OutputFormat.JSON:
+        sys.stdout.write(json.dumps(documents, indent=2) + "\n")
+    elif output is OutputFormat.YAML:
+        sys.stdout.write(yaml.safe_dump(documents, sort_keys=False))
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    return path.read_text(encoding="utf-8")
 
 
 @app.command()
