@@ -144,6 +144,9 @@ class CrdInfo:
     scope: str = "Namespaced"
     short_names: tuple[str, ...] = ()
     status_subresource: bool = True
+    #: Without a status subresource, still publish ``subresources: {}`` (status written with the
+    #: object), as Chaos Mesh's experiment CRDs do.
+    empty_subresources: bool = False
     #: (column name, JSON path, type, description)
     printer_columns: tuple[tuple[str, str, str, str], ...] = ()
 

@@ -127,6 +127,8 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
         ]
     if info.status_subresource:
         version["subresources"] = {"status": {}}
+    elif info.empty_subresources:
+        version["subresources"] = {}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
