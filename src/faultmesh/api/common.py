@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -170,3 +170,15 @@ class ChaosResource(Resource):
 
     immutable_spec = True
 
+
+def spec_optional_in_crd(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for kinds whose Chaos Mesh CRD does not require ``spec``.
+
+    Go's ``json:"spec,omitempty"`` leaves spec out of the CRD's required list (HTTPChaos,
+    JVMChaos, ...); the model still requires it, so a manifest without one is refused on load.
+    """
+    required = [name for name in schema.get("required", []) if name != "spec"]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
