@@ -169,3 +169,8 @@ def test_metadata_update_of_an_experiment_is_allowed() -> None:
     text = POD_KILL.replace("  namespace: shop\n", "  namespace: shop\n  annotations:\n"
                             "    experiment.chaos-mesh.org/pause: 'true'\n")
     assert admit_update(old, load_text(text).objects[0]) == []
+
+
+def test_python_field_names_are_not_wire_names() -> None:
+    (problem,) = problems_of(POD_KILL.replace("  mode: one\n", "  mode: one\n  grace_period: 5\n"))
+    assert 'spec.grace_period: unknown field; did you mean "gracePeriod"?' in problem

@@ -139,7 +139,8 @@ def _load_document(
         hint = _did_you_mean(kind_name, table)
         return [ManifestProblem(f'"{kind_name}" is not a {API_GROUP} kind{hint}', ("kind",), doc)], None, None
     try:
-        obj = cls.model_validate(data)
+        # A manifest speaks the wire names only; Python names are for SDK code.
+        obj = cls.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as error:
         return [_pydantic_problem(cls, item, doc) for item in error.errors()], None, None
     if not obj.metadata.namespace and cls.crd.scope == "Namespaced":
