@@ -9,7 +9,8 @@ webhook methods -- are written as ``rules`` generators, walked over the whole ob
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -57,6 +58,22 @@ def quote(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return repr(value)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """A ``; did you mean "x"?`` hint for a misspelt name, or nothing."""
+    options = [str(choice) for choice in choices]
+    matches = [option for option in options if option.lower() == word.lower()][:1]
+    if not matches:
+        matches = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f'; did you mean "{matches[0]}"?' if matches else ""
+
+
+def not_one_of(value: str, what: str, choices: Iterable[str]) -> str:
+    """The message for a name outside a closed list: a near miss is named, else the list."""
+    options = list(choices)
+    hint = suggest(value, options) or f" (one of {', '.join(options)})"
+    return f"{quote(value)} is not {what}{hint}"
 
 
 @dataclass

@@ -7,15 +7,14 @@ the attribute override, the mistake spec, the list of file operations -- live he
 
 from __future__ import annotations
 
-import difflib
 import posixpath
-from collections.abc import Iterable, Iterator
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from collections.abc import Iterator
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import ConfigDict, Field
 
-from .base import CrdInfo, Issue, Model, Path, RuleContext, quote
-from .common import ChaosResource, ChaosStatus, ContainerSelector
+from .base import CrdInfo, Issue, Model, Path, RuleContext, not_one_of, quote
+from .common import ChaosResource, ChaosStatus, ContainerSelector, spec_optional_in_crd
 from .registry import register
 from .types import Duration, Int32, Int64, Percent, parse_go_duration
 
@@ -44,32 +43,6 @@ MAX_PERM = 0o7777
 UInt64 = Annotated[Int64, Field(ge=0)]
 UInt32 = Annotated[Int32, Field(ge=0, le=2**31 - 1)]
 UInt16 = Annotated[int, Field(ge=0, le=2**16 - 1)]
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """A ``; did you mean "x"?`` hint for a misspelt name, or nothing."""
-    options = list(choices)
-    matches = [option for option in options if option.lower() == word.lower()][:1]
-    if not matches:
-        matches = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f'; did you mean "{matches[0]}"?' if matches else ""
-
-
-def not_one_of(value: str, what: str, choices: Iterable[str]) -> str:
-    """The message for a name outside a closed list: a near miss is named, else the list."""
-    options = list(choices)
-    hint = suggest(value, options) or f" (one of {', '.join(options)})"
-    return f"{quote(value)} is not {what}{hint}"
-
-
-def optional_spec_in_crd(schema: dict[str, Any]) -> None:
-    """Chaos Mesh tags this kind's ``spec`` omitempty, so its CRD does not require it.
-
-    The model still does: an object without a spec has nothing to inject, and the loader says so.
-    """
-    required = schema.get("required")
-    if isinstance(required, list) and "spec" in required:
-        required.remove("spec")
 
 
 def method_issues(methods: list[str] | None) -> Iterator[Issue]:
@@ -264,7 +237,7 @@ class IOChaosStatus(ChaosStatus):
 class IOChaos(ChaosResource):
     """IOChaos delays file operations, makes them fail, lies about attributes or corrupts data."""
 
-    model_config = ConfigDict(json_schema_extra=optional_spec_in_crd)
+    model_config = ConfigDict(json_schema_extra=spec_optional_in_crd)
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         plural="iochaos",

@@ -8,7 +8,6 @@ from a file that also holds the Deployment under test.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .admission import admit_create
-from .base import API_GROUP, Issue, Path, Resource, format_path
+from .base import API_GROUP, Issue, Path, Resource, format_path, suggest
 from .registry import kinds
 
 DEFAULT_NAMESPACE = "default"
@@ -136,7 +135,7 @@ def _load_document(
     table = kinds()
     cls = table.get(kind_name)
     if cls is None:
-        hint = _did_you_mean(kind_name, table)
+        hint = suggest(kind_name, table)
         return [ManifestProblem(f'"{kind_name}" is not a {API_GROUP} kind{hint}', ("kind",), doc)], None, None
     try:
         # A manifest speaks the wire names only; Python names are for SDK code.
@@ -164,7 +163,7 @@ def _pydantic_problem(cls: type[BaseModel], error: Any, doc: int | None) -> Mani
     if kind == "extra_forbidden":
         parent = _model_at(cls, path[:-1])
         names = _aliases(parent) if parent else []
-        hint = _did_you_mean(str(path[-1]), names)
+        hint = suggest(str(path[-1]), names)
         return ManifestProblem(f"unknown field{hint}", path, doc)
     if kind == "missing":
         return ManifestProblem("is required", path, doc)
@@ -253,15 +252,6 @@ def _model_at(cls: type[BaseModel], path: Path) -> type[BaseModel] | None:
 
 def _aliases(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if not matches:
-        lowered = {str(choice).lower(): choice for choice in choices}
-        if word.lower() in lowered:
-            matches = [lowered[word.lower()]]
-    return f'; did you mean "{matches[0]}"?' if matches else ""
 
 
 def _line_of(node: yaml.Node | None, path: Path) -> int | None:

@@ -12,7 +12,8 @@ from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
-from .base import CrdInfo, Issue, Model, Resource, RuleContext, quote
+from .base import CrdInfo, Issue, Model, Resource, RuleContext, not_one_of, quote
+from .common import spec_optional_in_crd
 from .iochaos import (
     IO_CHAOS_TYPES,
     AttrOverrideSpec,
@@ -22,8 +23,6 @@ from .iochaos import (
     latency_issues,
     method_issues,
     mistake_issues,
-    not_one_of,
-    optional_spec_in_crd,
 )
 from .registry import register
 from .types import Duration, Int32, Int64, Percent
@@ -110,7 +109,7 @@ class PodIOChaosStatus(Model):
 class PodIOChaos(Resource):
     """PodIOChaos is the controller's per-pod list of IO fault rules for the agent to serve."""
 
-    model_config = ConfigDict(json_schema_extra=optional_spec_in_crd)
+    model_config = ConfigDict(json_schema_extra=spec_optional_in_crd)
 
     crd: ClassVar[CrdInfo] = CrdInfo(plural="podiochaos", status_subresource=True)
 

@@ -11,9 +11,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from .base import CrdInfo, Issue, RuleContext
+from .base import CrdInfo, Issue, RuleContext, not_one_of, suggest
 from .common import ChaosResource, ChaosStatus, ContainerSelector
-from .iochaos import not_one_of, suggest
 from .registry import register
 from .types import Duration, StrictDuration, parse_go_duration
 
