@@ -110,8 +110,8 @@ def plan(
     try:
         inventory = load_inventory(_read_text(pods), source=str(pods))
     except InventoryError as error:
-        for problem in error.problems:
-            err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(problem)}", highlight=False)
+        for text in error.problems:
+            err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(text)}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     except OSError as error:
         err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(error.strerror or str(error))}", highlight=False)
@@ -142,7 +142,7 @@ def plan(
     if output is OutputFormat.JSON:
         sys.stdout.write(json.dumps(documents, indent=2) + "\n")
     elif output is OutputFormat.YAML:
-        sys.stdout.write(yaml.safe_dump(documents, sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(documents, sort_keys=False, allow_unicode=True))
     if failed:
         raise typer.Exit(EXIT_INVALID)
 

@@ -42,7 +42,8 @@ def run(console: Console, examples: Path = EXAMPLES) -> int:
     console.rule("[bold]faultmesh demo[/bold]")
     console.print(
         f"Example cluster [cyan]{escape(str(inventory_path))}[/cyan]: "
-        f"{len(inventory.pods)} pods, {len(inventory.nodes)} nodes, {len(inventory.namespaces)} namespaces."
+        f"{len(inventory.pods)} pods, {len(inventory.nodes or ())} nodes, "
+        f"{len(inventory.namespaces or ())} namespaces."
     )
     summary = Table(title="Bundled experiments", title_justify="left")
     for column in ("manifest", "kind", "valid", "targets (seed 1)"):

@@ -83,3 +83,52 @@ def test_field_paths_with_indexes_are_printed_verbatim(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     assert "spec.selector.podPhaseSelectors[0]" in result.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_plan_pod_kill_targets_pods_and_container_kill_targets_containers() -> None:
+    result = runner.invoke(
+        app,
+        ["plan", str(EXAMPLES / "pod-kill.yaml"), str(EXAMPLES / "container-kill.yaml"),
+         "--pods", str(EXAMPLES / "cluster.yaml"), "--seed", "1", "-o", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    pod_kill, container_kill = json.loads(result.stdout)
+    (selector,) = pod_kill["selectors"]
+    assert len(selector["pods"]) == 1 and selector["containers"] == []
+    (selector,) = container_kill["selectors"]
+    assert len(selector["pods"]) == 2
+    assert [target["id"].rsplit("/", 1)[1] for target in selector["containers"]] == ["envoy", "envoy"]
+
+
+def test_plan_is_reproducible_with_a_seed() -> None:
+    args = ["plan", str(EXAMPLES / "network-delay.yaml"), "--pods", str(EXAMPLES / "cluster.yaml"), "--seed", "7",
+            "-o", "json"]
+    assert runner.invoke(app, args).stdout == runner.invoke(app, args).stdout
+
+
+def test_plan_with_a_malformed_pods_file(tmp_path: Path) -> None:
+    pods = tmp_path / "pods.yaml"
+    pods.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{image: a}]}\n")
+    result = runner.invoke(app, ["plan", str(EXAMPLES / "pod-kill.yaml"), "--pods", str(pods)])
+    assert result.exit_code == 2
+    assert "spec.containers[0].name" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_plan_with_a_missing_pods_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", str(EXAMPLES / "pod-kill.yaml"), "--pods", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2
+    assert "none.yaml" in result.stderr
+
+
+def test_plan_with_an_unsupported_field_selector_names_the_field(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(GOOD.replace("selector: {}", "selector: {fieldSelectors: {spec.bogus: x}}"))
+    result = runner.invoke(app, ["plan", str(manifest), "--pods", str(EXAMPLES / "cluster.yaml")])
+    assert result.exit_code == 2
+    assert "spec.selector.fieldSelectors" in result.stderr

@@ -94,6 +94,10 @@ class PodSelector(Model):
     def rules(self, ctx: RuleContext) -> Iterator[Issue]:
         yield from mode_value_issues(self.mode, self.value)
 
+    def selects_containers(self) -> bool:
+        """Whether the targets are containers (else whole pods), as Chaos Mesh's GetSelectorSpecs says."""
+        return False
+
     def apply_defaults(self, ctx: RuleContext) -> None:
         self.selector.default_namespace(ctx.namespace)
 
@@ -125,6 +129,9 @@ class ContainerSelector(PodSelector):
     """A pod selector plus the containers to hit (empty: the pod's first container)."""
 
     container_names: list[str] | None = None
+
+    def selects_containers(self) -> bool:
+        return True
 
 
 class ChaosCondition(Model):

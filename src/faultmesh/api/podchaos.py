@@ -32,6 +32,10 @@ class PodChaosSpec(ContainerSelector):
     )
     remote_cluster: str | None = None
 
+    def selects_containers(self) -> bool:
+        # pod-kill and pod-failure act on whole pods even though the spec can name containers.
+        return self.action == "container-kill"
+
     def rules(self, ctx: RuleContext) -> Iterator[Issue]:
         yield from super().rules(ctx)
         if self.action == "container-kill" and not self.container_names:
