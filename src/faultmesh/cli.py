@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .api.loader import DEFAULT_NAMESPACE, ManifestError
+from .api.loader import DEFAULT_NAMESPACE, LoadResult, ManifestError
 from .files import read_manifest
 
 EXIT_INVALID = 2
@@ -39,6 +39,20 @@ NamespaceOption = Annotated[
 ]
 
 
+def _read_manifests(files: list[Path], namespace: str) -> tuple[list[tuple[Path, LoadResult]], bool]:
+    """Load every file; print each refused file's problems. Returns the loaded ones and whether any failed."""
+    loaded: list[tuple[Path, LoadResult]] = []
+    failed = False
+    for path in files:
+        try:
+            loaded.append((path, read_manifest(path, namespace)))
+        except ManifestError as error:
+            failed = True
+            for problem in error.problems:
+                err.print(f"[red]✗[/red] {escape(str(problem))}", highlight=False)
+    return loaded, failed
+
+
 @app.command()
 def version() -> None:
     """Print faultmesh's version."""
@@ -52,15 +66,8 @@ def validate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems.")] = False,
 ) -> None:
     """Check manifests against Chaos Mesh's schemas and admission rules."""
-    failed = False
-    for path in files:
-        try:
-            result = read_manifest(path, namespace)
-        except ManifestError as error:
-            failed = True
-            for problem in error.problems:
-                err.print(f"[red]✗[/red] {escape(str(problem))}", highlight=False)
-            continue
+    results, failed = _read_manifests(files, namespace)
+    for path, result in results:
         for note in result.notes:
             if not quiet:
                 err.print(f"[dim]{escape(f'{path}: {note}')}[/dim]", highlight=False)
@@ -117,16 +124,9 @@ def plan(
         err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(error.strerror or str(error))}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     scope = Scope(filter_namespaces=filter_namespaces)
-    failed = False
     documents: list[dict[str, object]] = []
-    for path in files:
-        try:
-            result = read_manifest(path, namespace)
-        except ManifestError as error:
-            failed = True
-            for problem in error.problems:
-                err.print(f"[red]✗[/red] {escape(str(problem))}", highlight=False)
-            continue
+    results, failed = _read_manifests(files, namespace)
+    for path, result in results:
         for obj in result.objects:
             try:
                 plans = plan_experiment(obj, inventory, seed=seed, scope=scope)
