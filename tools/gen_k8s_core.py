@@ -151,6 +151,9 @@ PATTERN_TYPES = {QUANTITY_PATTERN: "Quantity"}
 #: Python names where splitting the camelCase name at capitals reads badly.
 SNAKE_OVERRIDES = {"targetWWNs": "target_wwns"}
 
+#: Kubernetes schema markers carried into the CRD as they are (list/map merge semantics, nullable).
+SCHEMA_MARKERS = ("nullable", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
+
 _RESERVED = {"model_config", "model_fields", "copy", "dict", "json", "schema", "construct", "validate"}
 
 
@@ -208,6 +211,7 @@ class Generator:
         self.order: list[str] = []
         self.scalars: set[str] = set()
         self.needs_any = False
+        self.constants: dict[str, dict[str, Any]] = {}
 
     def type_name(self, prop: str, parent: str) -> str:
         entry = TYPE_NAMES.get(prop)
@@ -278,6 +282,23 @@ class Generator:
             return "dict[str, Any]"
         raise GeneratorError(f"{parent}.{prop}: schema type {kind!r} is not handled")
 
+    def marker_constant(self, markers: dict[str, Any]) -> str:
+        """A module constant per distinct marker set, so field lines stay short and readable."""
+        parts = []
+        if markers.get("nullable"):
+            parts.append("NULLABLE")
+        if markers.get("x-kubernetes-map-type"):
+            parts.append(f"{markers['x-kubernetes-map-type'].upper()}_MAP")
+        list_type = markers.get("x-kubernetes-list-type")
+        if list_type == "map":
+            keys = "_".join(snake(key).upper() for key in markers.get("x-kubernetes-list-map-keys", []))
+            parts.append(f"LIST_MAP_BY_{keys}")
+        elif list_type:
+            parts.append(f"{list_type.upper()}_LIST")
+        name = "_AND_".join(parts)
+        self.constants[name] = markers
+        return name
+
     def field_line(self, prop: str, annotation: str, node: dict[str, Any], required: bool) -> str:
         name = snake(prop)
         if keyword.iskeyword(name) or name in _RESERVED or name.startswith("model_"):
@@ -290,6 +311,9 @@ class Generator:
             arguments.append("default=None")
         if to_camel(name) != prop:
             arguments.append(f"alias={json.dumps(prop)}")
+        markers = {key: node[key] for key in SCHEMA_MARKERS if key in node}
+        if markers:
+            arguments.append(f"json_schema_extra={self.marker_constant(markers)}")
         if not arguments:
             return f"    {name}: {annotation}"
         if len(arguments) == 1 and arguments[0].startswith("default="):
@@ -297,6 +321,11 @@ class Generator:
         return f"    {name}: {annotation} = Field({', '.join(arguments)})"
 
     def render(self, sources: list[str]) -> str:
+        class_markers = {
+            name: self.marker_constant(markers)
+            for name, model in self.models.items()
+            if (markers := {key: model.schema[key] for key in SCHEMA_MARKERS if key in model.schema})
+        }
         typing_names = ["Any"] if self.needs_any else []
         scalars = sorted(self.scalars)
         lines = [
@@ -312,14 +341,29 @@ class Generator:
         ]
         if typing_names:
             lines += [f"from typing import {', '.join(typing_names)}", ""]
+        pydantic_names = []
+        if any(key in model.schema for model in self.models.values() for key in SCHEMA_MARKERS):
+            pydantic_names.append("ConfigDict")
         if any("Field(" in line for model in self.models.values() for line in model.fields):
-            lines += ["from pydantic import Field", ""]
+            pydantic_names.append("Field")
+        if pydantic_names:
+            lines += [f"from pydantic import {', '.join(pydantic_names)}"]
+        if self.constants:
+            lines += ["from pydantic.config import JsonDict"]
+        lines += [""]
         lines += ["from ..base import Model"]
         if scalars:
             lines += [f"from .scalars import {', '.join(scalars)}"]
+        if self.constants:
+            lines += ["", "# Kubernetes schema markers (list/map merge semantics) carried into the CRD."]
+            for name, value in sorted(self.constants.items()):
+                entries = [f"    {json.dumps(key)}: {json.dumps(item)}," for key, item in value.items()]
+                lines += [f"{name}: JsonDict = {{", *entries, "}"]
         for name in self.order:
             model = self.models[name]
             lines += ["", "", f"class {name}(Model):", f'    """Kubernetes core/v1 {name}."""', ""]
+            if name in class_markers:
+                lines += [f"    model_config = ConfigDict(json_schema_extra={class_markers[name]})", ""]
             lines += model.fields or ["    pass"]
         return "\n".join(lines) + "\n"
 

@@ -34,7 +34,8 @@ def compare(ref: dict[str, Any], ours: dict[str, Any], path: str, problems: list
     if ref.get("type") != ours.get("type"):
         problems.append(f"{path}: type {ref.get('type')} in reference, {ours.get('type')} in ours")
         return
-    for key in ("format", "minimum", "maximum"):
+    for key in ("format", "minimum", "maximum", "nullable", "x-kubernetes-list-type",
+                "x-kubernetes-list-map-keys", "x-kubernetes-map-type"):
         if key in ref and ref[key] != ours.get(key):
             problems.append(f"{path}: {key} {ref[key]!r} in reference, {ours.get(key)!r} in ours")
     if sorted(map(str, ref.get("enum", []))) != sorted(map(str, ours.get("enum", []))):

@@ -37,7 +37,7 @@ class LabelSelectorRequirement(Model):
 
     key: str
     operator: str
-    values: list[str] | None = None
+    values: list[str] | None = Field(default=None, json_schema_extra={"x-kubernetes-list-type": "atomic"})
 
     def rules(self, ctx: RuleContext) -> Iterator[Issue]:
         operators = ("In", "NotIn", "Exists", "DoesNotExist")

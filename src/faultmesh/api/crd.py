@@ -19,7 +19,8 @@ _KEEP = (
     "type", "format", "enum", "items", "properties", "required", "additionalProperties",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
     "minLength", "maxLength", "pattern", "description", "default",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string", "nullable",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
 )
 
 

@@ -88,7 +88,7 @@ class RawIptables(RawRuleSource):
     """An iptables chain that drops the traffic matching its ipsets (a partition)."""
 
     name: str
-    ip_sets: list[str] | None = Field(default=None, alias="ipsets")
+    ip_sets: list[str] | None = Field(default=None, alias="ipsets", json_schema_extra={"nullable": True})
     direction: str = Field(description="input or output: the built-in chain it hangs off")
     device: str | None = None
 

@@ -30,7 +30,7 @@ class ScheduleSpec(ChaosOnlyScheduleSpec):
         default=None,
         gt=0,
         # OpenAPI v3.0 spelling, as Kubernetes wants it (pydantic would write exclusiveMinimum: 0).
-        json_schema_extra={"minimum": 0, "exclusiveMinimum": True},
+        json_schema_extra={"minimum": 0, "exclusiveMinimum": True, "nullable": True},
         description="How late, in seconds, a missed run may still start.",
     )
     concurrency_policy: ConcurrencyPolicy = Field(
@@ -52,7 +52,7 @@ class ScheduleStatus(Model):
     """The experiments (or workflows) this schedule made that still run, and its last run."""
 
     active: list[ObjectReference] | None = None
-    last_schedule_time: DateTime | None = Field(default=None, alias="time")
+    last_schedule_time: DateTime | None = Field(default=None, alias="time", json_schema_extra={"nullable": True})
 
 
 @register

@@ -57,7 +57,10 @@ class ChaosOnlyScheduleSpec(EmbedChaos):
 
     schedule: str = Field(description="When to run: cron fields, a descriptor, or @every <duration>.")
     starting_deadline_seconds: Int64 | None = Field(
-        default=None, ge=0, description="How late, in seconds, a missed run may still start."
+        default=None,
+        ge=0,
+        json_schema_extra={"nullable": True},
+        description="How late, in seconds, a missed run may still start.",
     )
     concurrency_policy: ConcurrencyPolicy | None = Field(
         default=None, description="Forbid: skip a run while the previous one lasts; Allow: overlap."

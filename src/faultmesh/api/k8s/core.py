@@ -13,14 +13,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from ..base import Model
 from .scalars import Int32, Int64, IntOrString, Quantity
 
+# Kubernetes schema markers (list/map merge semantics) carried into the CRD.
+ATOMIC_LIST: JsonDict = {
+    "x-kubernetes-list-type": "atomic",
+}
+ATOMIC_MAP: JsonDict = {
+    "x-kubernetes-map-type": "atomic",
+}
+LIST_MAP_BY_CONTAINER_PORT_PROTOCOL: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["containerPort", "protocol"],
+}
+LIST_MAP_BY_DEVICE_PATH: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["devicePath"],
+}
+LIST_MAP_BY_MOUNT_PATH: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["mountPath"],
+}
+LIST_MAP_BY_NAME: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+SET_LIST: JsonDict = {
+    "x-kubernetes-list-type": "set",
+}
+
 
 class ConfigMapKeySelector(Model):
     """Kubernetes core/v1 ConfigMapKeySelector."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     key: str
     name: str = ""
@@ -30,12 +60,16 @@ class ConfigMapKeySelector(Model):
 class ObjectFieldSelector(Model):
     """Kubernetes core/v1 ObjectFieldSelector."""
 
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
     api_version: str | None = None
     field_path: str
 
 
 class FileKeySelector(Model):
     """Kubernetes core/v1 FileKeySelector."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     key: str
     optional: bool = False
@@ -46,6 +80,8 @@ class FileKeySelector(Model):
 class ResourceFieldSelector(Model):
     """Kubernetes core/v1 ResourceFieldSelector."""
 
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
     container_name: str | None = None
     divisor: Quantity | None = None
     resource: str
@@ -53,6 +89,8 @@ class ResourceFieldSelector(Model):
 
 class SecretKeySelector(Model):
     """Kubernetes core/v1 SecretKeySelector."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     key: str
     name: str = ""
@@ -62,11 +100,11 @@ class SecretKeySelector(Model):
 class EnvVarSource(Model):
     """Kubernetes core/v1 EnvVarSource."""
 
-    config_map_key_ref: ConfigMapKeySelector | None = None
-    field_ref: ObjectFieldSelector | None = None
-    file_key_ref: FileKeySelector | None = None
-    resource_field_ref: ResourceFieldSelector | None = None
-    secret_key_ref: SecretKeySelector | None = None
+    config_map_key_ref: ConfigMapKeySelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
+    field_ref: ObjectFieldSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
+    file_key_ref: FileKeySelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
+    resource_field_ref: ResourceFieldSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
+    secret_key_ref: SecretKeySelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
 
 
 class EnvVar(Model):
@@ -80,12 +118,16 @@ class EnvVar(Model):
 class ConfigMapEnvSource(Model):
     """Kubernetes core/v1 ConfigMapEnvSource."""
 
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
     name: str = ""
     optional: bool | None = None
 
 
 class SecretEnvSource(Model):
     """Kubernetes core/v1 SecretEnvSource."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     name: str = ""
     optional: bool | None = None
@@ -94,15 +136,15 @@ class SecretEnvSource(Model):
 class EnvFromSource(Model):
     """Kubernetes core/v1 EnvFromSource."""
 
-    config_map_ref: ConfigMapEnvSource | None = None
+    config_map_ref: ConfigMapEnvSource | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     prefix: str | None = None
-    secret_ref: SecretEnvSource | None = None
+    secret_ref: SecretEnvSource | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
 
 
 class ExecAction(Model):
     """Kubernetes core/v1 ExecAction."""
 
-    command: list[str] | None = None
+    command: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class HTTPHeader(Model):
@@ -116,7 +158,7 @@ class HTTPGetAction(Model):
     """Kubernetes core/v1 HTTPGetAction."""
 
     host: str | None = None
-    http_headers: list[HTTPHeader] | None = None
+    http_headers: list[HTTPHeader] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     path: str | None = None
     port: IntOrString
     scheme: str | None = None
@@ -201,7 +243,7 @@ class ResourceClaim(Model):
 class ResourceRequirements(Model):
     """Kubernetes core/v1 ResourceRequirements."""
 
-    claims: list[ResourceClaim] | None = None
+    claims: list[ResourceClaim] | None = Field(default=None, json_schema_extra=LIST_MAP_BY_NAME)
     limits: dict[str, Quantity] | None = None
     requests: dict[str, Quantity] | None = None
 
@@ -210,7 +252,7 @@ class ContainerRestartRuleOnExitCodes(Model):
     """Kubernetes core/v1 ContainerRestartRuleOnExitCodes."""
 
     operator: str
-    values: list[Int32] | None = None
+    values: list[Int32] | None = Field(default=None, json_schema_extra=SET_LIST)
 
 
 class ContainerRestartRule(Model):
@@ -230,8 +272,8 @@ class AppArmorProfile(Model):
 class Capabilities(Model):
     """Kubernetes core/v1 Capabilities."""
 
-    add: list[str] | None = None
-    drop: list[str] | None = None
+    add: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
+    drop: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class SELinuxOptions(Model):
@@ -298,21 +340,21 @@ class VolumeMount(Model):
 class Container(Model):
     """Kubernetes core/v1 Container."""
 
-    args: list[str] | None = None
-    command: list[str] | None = None
-    env: list[EnvVar] | None = None
-    env_from: list[EnvFromSource] | None = None
+    args: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
+    command: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
+    env: list[EnvVar] | None = Field(default=None, json_schema_extra=LIST_MAP_BY_NAME)
+    env_from: list[EnvFromSource] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     image: str | None = None
     image_pull_policy: str | None = None
     lifecycle: Lifecycle | None = None
     liveness_probe: Probe | None = None
     name: str
-    ports: list[ContainerPort] | None = None
+    ports: list[ContainerPort] | None = Field(default=None, json_schema_extra=LIST_MAP_BY_CONTAINER_PORT_PROTOCOL)
     readiness_probe: Probe | None = None
-    resize_policy: list[ContainerResizePolicy] | None = None
+    resize_policy: list[ContainerResizePolicy] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     resources: ResourceRequirements | None = None
     restart_policy: str | None = None
-    restart_policy_rules: list[ContainerRestartRule] | None = None
+    restart_policy_rules: list[ContainerRestartRule] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     security_context: SecurityContext | None = None
     startup_probe: Probe | None = None
     stdin: bool | None = None
@@ -320,8 +362,8 @@ class Container(Model):
     termination_message_path: str | None = None
     termination_message_policy: str | None = None
     tty: bool | None = None
-    volume_devices: list[VolumeDevice] | None = None
-    volume_mounts: list[VolumeMount] | None = None
+    volume_devices: list[VolumeDevice] | None = Field(default=None, json_schema_extra=LIST_MAP_BY_DEVICE_PATH)
+    volume_mounts: list[VolumeMount] | None = Field(default=None, json_schema_extra=LIST_MAP_BY_MOUNT_PATH)
     working_dir: str | None = None
 
 
@@ -356,17 +398,19 @@ class AzureFileVolumeSource(Model):
 class LocalObjectReference(Model):
     """Kubernetes core/v1 LocalObjectReference."""
 
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
     name: str = ""
 
 
 class CephFSVolumeSource(Model):
     """Kubernetes core/v1 CephFSVolumeSource."""
 
-    monitors: list[str]
+    monitors: list[str] = Field(json_schema_extra=ATOMIC_LIST)
     path: str | None = None
     read_only: bool | None = None
     secret_file: str | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     user: str | None = None
 
 
@@ -375,7 +419,7 @@ class CinderVolumeSource(Model):
 
     fs_type: str | None = None
     read_only: bool | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     volume_id: str = Field(alias="volumeID")
 
 
@@ -390,8 +434,10 @@ class KeyToPath(Model):
 class ConfigMapVolumeSource(Model):
     """Kubernetes core/v1 ConfigMapVolumeSource."""
 
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
     default_mode: Int32 | None = None
-    items: list[KeyToPath] | None = None
+    items: list[KeyToPath] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     name: str = ""
     optional: bool | None = None
 
@@ -401,7 +447,7 @@ class CSIVolumeSource(Model):
 
     driver: str
     fs_type: str | None = None
-    node_publish_secret_ref: LocalObjectReference | None = None
+    node_publish_secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     read_only: bool | None = None
     volume_attributes: dict[str, str] | None = None
 
@@ -409,17 +455,17 @@ class CSIVolumeSource(Model):
 class DownwardAPIVolumeFile(Model):
     """Kubernetes core/v1 DownwardAPIVolumeFile."""
 
-    field_ref: ObjectFieldSelector | None = None
+    field_ref: ObjectFieldSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     mode: Int32 | None = None
     path: str
-    resource_field_ref: ResourceFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
 
 
 class DownwardAPIVolumeSource(Model):
     """Kubernetes core/v1 DownwardAPIVolumeSource."""
 
     default_mode: Int32 | None = None
-    items: list[DownwardAPIVolumeFile] | None = None
+    items: list[DownwardAPIVolumeFile] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class EmptyDirVolumeSource(Model):
@@ -431,6 +477,8 @@ class EmptyDirVolumeSource(Model):
 
 class TypedLocalObjectReference(Model):
     """Kubernetes core/v1 TypedLocalObjectReference."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     api_group: str | None = None
     kind: str
@@ -458,24 +506,26 @@ class LabelSelectorRequirement(Model):
 
     key: str
     operator: str
-    values: list[str] | None = None
+    values: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class LabelSelector(Model):
     """Kubernetes core/v1 LabelSelector."""
 
-    match_expressions: list[LabelSelectorRequirement] | None = None
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     match_labels: dict[str, str] | None = None
 
 
 class PersistentVolumeClaimSpec(Model):
     """Kubernetes core/v1 PersistentVolumeClaimSpec."""
 
-    access_modes: list[str] | None = None
-    data_source: TypedLocalObjectReference | None = None
+    access_modes: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
+    data_source: TypedLocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     data_source_ref: TypedObjectReference | None = None
     resources: VolumeResourceRequirements | None = None
-    selector: LabelSelector | None = None
+    selector: LabelSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     storage_class_name: str | None = None
     volume_attributes_class_name: str | None = None
     volume_mode: str | None = None
@@ -501,8 +551,8 @@ class FCVolumeSource(Model):
     fs_type: str | None = None
     lun: Int32 | None = None
     read_only: bool | None = None
-    target_wwns: list[str] | None = Field(default=None, alias="targetWWNs")
-    wwids: list[str] | None = None
+    target_wwns: list[str] | None = Field(default=None, alias="targetWWNs", json_schema_extra=ATOMIC_LIST)
+    wwids: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class FlexVolumeSource(Model):
@@ -512,7 +562,7 @@ class FlexVolumeSource(Model):
     fs_type: str | None = None
     options: dict[str, str] | None = None
     read_only: bool | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
 
 
 class FlockerVolumeSource(Model):
@@ -571,9 +621,9 @@ class ISCSIVolumeSource(Model):
     iqn: str
     iscsi_interface: str = "default"
     lun: Int32
-    portals: list[str] | None = None
+    portals: list[str] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     read_only: bool | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     target_portal: str
 
 
@@ -610,7 +660,7 @@ class PortworxVolumeSource(Model):
 class ClusterTrustBundleProjection(Model):
     """Kubernetes core/v1 ClusterTrustBundleProjection."""
 
-    label_selector: LabelSelector | None = None
+    label_selector: LabelSelector | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     name: str | None = None
     optional: bool | None = None
     path: str
@@ -620,7 +670,9 @@ class ClusterTrustBundleProjection(Model):
 class ConfigMapProjection(Model):
     """Kubernetes core/v1 ConfigMapProjection."""
 
-    items: list[KeyToPath] | None = None
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
+    items: list[KeyToPath] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     name: str = ""
     optional: bool | None = None
 
@@ -628,7 +680,7 @@ class ConfigMapProjection(Model):
 class DownwardAPIProjection(Model):
     """Kubernetes core/v1 DownwardAPIProjection."""
 
-    items: list[DownwardAPIVolumeFile] | None = None
+    items: list[DownwardAPIVolumeFile] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class PodCertificateProjection(Model):
@@ -646,7 +698,9 @@ class PodCertificateProjection(Model):
 class SecretProjection(Model):
     """Kubernetes core/v1 SecretProjection."""
 
-    items: list[KeyToPath] | None = None
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
+
+    items: list[KeyToPath] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     name: str = ""
     optional: bool | None = None
 
@@ -663,10 +717,10 @@ class VolumeProjection(Model):
     """Kubernetes core/v1 VolumeProjection."""
 
     cluster_trust_bundle: ClusterTrustBundleProjection | None = None
-    config_map: ConfigMapProjection | None = None
+    config_map: ConfigMapProjection | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     downward_api: DownwardAPIProjection | None = Field(default=None, alias="downwardAPI")
     pod_certificate: PodCertificateProjection | None = None
-    secret: SecretProjection | None = None
+    secret: SecretProjection | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     service_account_token: ServiceAccountTokenProjection | None = None
 
 
@@ -674,7 +728,7 @@ class ProjectedVolumeSource(Model):
     """Kubernetes core/v1 ProjectedVolumeSource."""
 
     default_mode: Int32 | None = None
-    sources: list[VolumeProjection] | None = None
+    sources: list[VolumeProjection] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
 
 
 class QuobyteVolumeSource(Model):
@@ -694,10 +748,10 @@ class RBDVolumeSource(Model):
     fs_type: str | None = None
     image: str
     keyring: str = "/etc/ceph/keyring"
-    monitors: list[str]
+    monitors: list[str] = Field(json_schema_extra=ATOMIC_LIST)
     pool: str = "rbd"
     read_only: bool | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     user: str = "admin"
 
 
@@ -708,7 +762,7 @@ class ScaleIOVolumeSource(Model):
     gateway: str
     protection_domain: str | None = None
     read_only: bool | None = None
-    secret_ref: LocalObjectReference
+    secret_ref: LocalObjectReference = Field(json_schema_extra=ATOMIC_MAP)
     ssl_enabled: bool | None = None
     storage_mode: str = "ThinProvisioned"
     storage_pool: str | None = None
@@ -720,7 +774,7 @@ class SecretVolumeSource(Model):
     """Kubernetes core/v1 SecretVolumeSource."""
 
     default_mode: Int32 | None = None
-    items: list[KeyToPath] | None = None
+    items: list[KeyToPath] | None = Field(default=None, json_schema_extra=ATOMIC_LIST)
     optional: bool | None = None
     secret_name: str | None = None
 
@@ -730,7 +784,7 @@ class StorageOSVolumeSource(Model):
 
     fs_type: str | None = None
     read_only: bool | None = None
-    secret_ref: LocalObjectReference | None = None
+    secret_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     volume_name: str | None = None
     volume_namespace: str | None = None
 
@@ -752,7 +806,7 @@ class Volume(Model):
     azure_file: AzureFileVolumeSource | None = None
     cephfs: CephFSVolumeSource | None = None
     cinder: CinderVolumeSource | None = None
-    config_map: ConfigMapVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = Field(default=None, json_schema_extra=ATOMIC_MAP)
     csi: CSIVolumeSource | None = None
     downward_api: DownwardAPIVolumeSource | None = Field(default=None, alias="downwardAPI")
     empty_dir: EmptyDirVolumeSource | None = None
@@ -782,6 +836,8 @@ class Volume(Model):
 
 class ObjectReference(Model):
     """Kubernetes core/v1 ObjectReference."""
+
+    model_config = ConfigDict(json_schema_extra=ATOMIC_MAP)
 
     api_version: str | None = None
     field_path: str | None = None
