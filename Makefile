@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: venv test test-unit lint demo clean
+.PHONY: venv sysdeps test test-unit test-node test-kernel test-cluster lint demo clean
 
 venv: $(VENV)/.installed
 
@@ -18,11 +18,28 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Debian packages the root tiers use (iptables, ipset, stress-ng, containerd, qemu, ...), when missing.
+sysdeps:
+	bash testbed/sysdeps.sh
+
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
 
+# Root, real Linux: network namespaces, veth, iptables/ipset/tc, containerd + runc, stress-ng.
+test-node: venv sysdeps
+	$(BIN)/pytest -q -rs tests/node
+
+# netem and friends, in a Debian kernel booted under qemu (this kernel has no netem).
+test-kernel: venv sysdeps
+	$(BIN)/pytest -q -rs tests/kernel
+
+# A real kube-apiserver + etcd built from Go modules (cached under ~/.cache/faultmesh/testbed).
+test-cluster: venv sysdeps
+	testbed/kube/build.sh
+	$(BIN)/pytest -q -rs tests/cluster
+
 # Every tier; a tier skips only with a printed reason when its prerequisite cannot exist here.
-test: lint test-unit
+test: lint test-unit test-node test-kernel test-cluster
 
 demo: venv
 	$(BIN)/python -m faultmesh.demo
