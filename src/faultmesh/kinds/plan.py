@@ -15,9 +15,36 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Namespace = Literal["net", "mnt", "pid", "uts", "ipc", "cgroup", "user"]
+SpecT = TypeVar("SpecT", bound="BaseModel")
+
+
+class PlanError(ValueError):
+    """A spec a planner cannot turn into steps; the message starts with the field path at fault.
+
+    A ValueError, so callers that catch a planner's ValueError keep working.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+def spec_from_wire(model: type[SpecT], spec: Mapping[str, Any]) -> SpecT:
+    """A kind's spec model from its wire form (the JSON the agent journals); errors name the field."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise PlanError(path, first["msg"].removeprefix("Value error, ")) from None
 
 
 @dataclass(frozen=True)
