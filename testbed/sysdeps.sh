@@ -6,6 +6,7 @@ set -euo pipefail
 # command -> package
 declare -A wanted=(
     [ip]=iproute2
+    [nft]=nftables
     [iptables]=iptables
     [ipset]=ipset
     [nsenter]=util-linux

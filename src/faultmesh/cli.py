@@ -161,6 +161,12 @@ def crds() -> None:
     sys.stdout.write(crds_yaml())
 
 
+from .agent.main import agent_command, certs_command  # noqa: E402 -- imports only typer and the stdlib
+
+app.command("agent")(agent_command)
+app.command("agent-certs")(certs_command)
+
+
 def main() -> None:
     """Entry point: run the app, turning a user's misuse into exit code 2 without a traceback."""
     app()
