@@ -60,6 +60,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 DELAY_MS = 200
 PERCENT = 20.0
 PACKETS = 3000
+#: The sender's "no more data" datagram (shorter than any data datagram), sent END_MARKERS times.
+END_MARKER = b"end"
+END_MARKERS = 40
+#: How long the receiver waits for the next datagram before it gives up on the rest.
+IDLE_TIMEOUT_S = 30.0
 
 
 # --- in the guest: modules, sockets, measurements ---------------------------------------------------------
@@ -136,10 +141,21 @@ def send_datagrams(
         arrived: list[bytes] = []
 
         def receive() -> None:
-            rx.settimeout(1.5 + DELAY_MS / 1000)
+            # Stop on the sender's end marker, not on a quiet spell: under emulation a loaded host can
+            # stall the guest for seconds, and a timeout would count the datagrams still coming as lost.
+            rx.settimeout(IDLE_TIMEOUT_S)
             with contextlib.suppress(TimeoutError):
                 while True:
-                    arrived.append(rx.recv(65536))
+                    data = rx.recv(65536)
+                    if len(data) == len(END_MARKER):
+                        break
+                    arrived.append(data)
+                # Whatever netem still holds (a delay) arrives within the delay; wait that long once more.
+                rx.settimeout(0.5 + DELAY_MS / 1000)
+                while True:
+                    data = rx.recv(65536)
+                    if len(data) != len(END_MARKER):
+                        arrived.append(data)
 
         reader = threading.Thread(target=receive)
         reader.start()
@@ -150,6 +166,10 @@ def send_datagrams(
                 ahead = start + (sequence + 1) / per_second - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
+        # Many markers, since the fault under test may drop any one of them.
+        for _ in range(END_MARKERS):
+            tx.sendto(END_MARKER, (address, port))
+            time.sleep(0.002)
         reader.join()
     seen: set[int] = set()
     intact: set[int] = set()
