@@ -1,4 +1,4 @@
-"""A private containerd for tests, network namespaces for its containers, and gRPC stubs for its API."""
+"""A private containerd for tests, network namespaces for its containers, and a gRPC client for its API."""
 
 from testbed.containerd.netns import NetNamespace, NetworkLab, VethLink
 from testbed.containerd.runtime import Container, Containerd, ContainerdError

@@ -6,7 +6,6 @@ ps --workdir DIR                         containers, labels and PIDs, read over 
 kill --workdir DIR ID [--signal SIG]     signal a container's task
 rm --workdir DIR ID                      delete a container and its task
 down --workdir DIR                       remove everything `up` and `run` made
-stubs                                    generate the gRPC stubs; print their directory
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from testbed.containerd.api import Client, stubs_dir
+from testbed.containerd.api import Client
 from testbed.containerd.netns import NETNS_DIR
 from testbed.containerd.runtime import Containerd, ContainerdError
 from testbed.image import BUSYBOX, PAUSE
@@ -56,13 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     remove = commands.add_parser("rm")
     remove.add_argument("--workdir", type=Path, required=True)
     remove.add_argument("id")
-    commands.add_parser("stubs")
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "stubs":
-            print(stubs_dir())
-        elif args.command == "up":
+        if args.command == "up":
             if args.workdir is not None:
                 args.workdir.mkdir(parents=True, exist_ok=True)
             daemon = Containerd.start(args.workdir, namespace=args.namespace, owned=False)

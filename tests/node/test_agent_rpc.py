@@ -285,9 +285,12 @@ def test_an_unrenewed_lease_recovers_the_partition(tmp_path: Path, certs: Bundle
             assert (listed.reason, listed.verified) == ("lease expired", True)
             assert net.peer_connects()
             assert net.kernel_state() == before
-            agent.service.refresh_metrics()
-            assert f'faultmesh_agent_lease_expiries_total{{kind="{PARTITION_KIND}"}} 1.0' in scrape(
-                agent.metrics_port)
+            # Counted from the engine's events as they happened: no refresh, no polling interval.
+            text = scrape(agent.metrics_port)
+            assert f'faultmesh_agent_lease_expiries_total{{kind="{PARTITION_KIND}"}} 1.0' in text
+            for phase in ("Injecting", "Injected", "Recovering", "Recovered"):
+                assert f'faultmesh_agent_injection_transitions_total{{kind="{PARTITION_KIND}",phase="{phase}"}} 1.0' \
+                    in text
 
     in_process(tmp_path, certs, body)
 

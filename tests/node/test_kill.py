@@ -80,9 +80,13 @@ def test_process_kill_in_host_mode(sleeper: subprocess.Popen[bytes]) -> None:
     assert status == -signal.SIGKILL
 
 
-def test_process_kill_sends_the_specs_signal(sleeper: subprocess.Popen[bytes]) -> None:
-    _run(Executor(), plan_process_kill(Target(f"process://{sleeper.pid}"), 15))
-    assert sleeper.wait(timeout=15) == -signal.SIGTERM
+@pytest.mark.parametrize(("spec_signal", "number"), [(15, signal.SIGTERM), ("SIGUSR1", signal.SIGUSR1), (40, 40)],
+                         ids=["15", "SIGUSR1", "unnamed-real-time-40"])
+def test_process_kill_sends_the_specs_signal(sleeper: subprocess.Popen[bytes], spec_signal: int | str,
+                                             number: int) -> None:
+    # 40 has no name (SIGRTMIN+6): the planner keeps it a number and the executor must still send it.
+    _run(Executor(), plan_process_kill(Target(f"process://{sleeper.pid}"), spec_signal))
+    assert sleeper.wait(timeout=15) == -number
 
 
 def test_killing_a_process_that_is_gone_is_an_error(sleeper: subprocess.Popen[bytes]) -> None:

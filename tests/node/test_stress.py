@@ -123,7 +123,7 @@ def _processes() -> list[Proc]:
 def _stress_ng(scope: Scope) -> list[Proc]:
     """Every live stress-ng process a spawn of ``scope`` started (workers included: same process group).
 
-    A zombie is dead; the executor's nsenter dies with the group, so the node's init reaps it.
+    Zombies are left out (dead); :func:`test_recovery_leaves_no_zombie_stress_ng` checks none are left.
     """
     groups = {spawned.pgid for spawned in scope.processes.values()}
     return [p for p in _processes() if p.comm.startswith("stress-ng") and p.pgid in groups and p.state != "Z"]
@@ -175,6 +175,33 @@ def test_cpu_stress_counts_against_the_target_container_only(
     assert _all_stress_ng() <= stress_before
     assert _in_cgroup(busy_cg.directories()[0]) == {busy.pid}
     assert _stress_temp_dirs() == temp_before
+
+
+def _zombies(pids: set[int], pid_ns: int) -> list[Proc]:
+    """Zombies among ``pids`` or anywhere in the PID namespace ``pid_ns``: dead, yet never waited for."""
+    return [p for p in _processes() if p.state == "Z" and (p.pid in pids or p.pid_ns == pid_ns)]
+
+
+@pytest.mark.parametrize("stressors", [{"cpu": {"workers": 2, "load": 50}},
+                                       {"memory": {"workers": 2, "size": "16MiB"}}], ids=["cpu", "memory"])
+def test_recovery_leaves_no_zombie_stress_ng(containerd: Containerd, make_container: MakeContainer, agent: Agent,
+                                             stressors: dict[str, Any]) -> None:
+    # Signalled all at once, a parent (nsenter, stress-ng) can die before its children, which are then
+    # re-parented to an init -- the node's, or the container's busybox sleep, which never waits -- as zombies.
+    victim = make_container(name="zombies")
+    target = Target(f"containerd://{victim.id}", "default/zombies/app")
+    plan = plan_stress(_spec(stressors=stressors), target)
+    scope = Scope(tag=f"fmt-stress-{secrets.token_hex(3)}")
+    container_ns = os.stat(f"/proc/{victim.pid}/ns/pid").st_ino
+    agent.apply(plan, scope)
+    try:
+        spawned = {p.pid for p in _processes() if p.pgid in {s.pgid for s in scope.processes.values()}}
+        assert len(spawned) >= 3, "nsenter, stress-ng and its workers"
+    finally:
+        agent.recover(plan, scope)
+    # Reaped, not merely dead: each was waited for by its parent before that parent was signalled.
+    assert _zombies(spawned, container_ns) == []
+    assert not [p for p in _processes() if p.pid in spawned], "a spawned process outlived recovery"
 
 
 def test_memory_stress_raises_the_containers_memory_by_the_size(

@@ -23,6 +23,8 @@ A :class:`Spawn` starts stopped (``sh -c 'kill -STOP $$ && exec "$@"'``), is mov
 cgroups, then continued; it runs in a new session whose id is journalled with each member's start
 time (PID-reuse safe), and it carries ``FAULTMESH_SPAWN=<tag>#<name>`` in its environment, so a
 process whose PID never reached the journal (a crash right after the fork) is still found and reaped.
+Reaping kills the deepest processes first (see :meth:`Executor.reap`), so no process of a spawn is
+orphaned into a zombie.
 """
 
 from __future__ import annotations
@@ -36,18 +38,22 @@ import shlex
 import signal as signals
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from faultmesh.agent.runtime.base import RuntimeUnavailableError, parse_signal
+from faultmesh.agent.runtime.cgroups import CgroupError, cgroup_paths
 from faultmesh.kinds.plan import Action, Exec, KillContainer, KillProcess, Namespace, Probe, Reap, Spawn, Target
 
 #: Container id → PID of its main process. May be sync or async; raises :class:`TargetGoneError` (or
-#: any error, reported as such) when the container does not exist.
+#: any error, reported as such) when the container does not exist, and the runtime's
+#: ``RuntimeUnavailableError`` when the runtime cannot be asked (reported as :class:`RuntimeUnreachableError`).
 PidResolver = Callable[[str], int | Awaitable[int]]
-#: Kill a container through its runtime: (container id, signal).
-ContainerKiller = Callable[[str, signals.Signals], Awaitable[None]]
+#: Kill a container through its runtime: (container id, signal; an unnamed real-time signal is a number).
+ContainerKiller = Callable[[str, signals.Signals | int], Awaitable[None]]
 
 SPAWN_ENV = "FAULTMESH_SPAWN"
 PROC = Path("/proc")
@@ -81,6 +87,13 @@ class ExecTimeoutError(ExecError):
 
 class TargetGoneError(ExecError):
     """The target (container or process) cannot be found on this node."""
+
+
+class RuntimeUnreachableError(ExecError):
+    """The container runtime cannot be asked (no socket, nobody listening, no answer in time).
+
+    Says nothing about the target: it may well exist (the RPC answers UNAVAILABLE, which a client retries).
+    """
 
 
 class NamespaceGoneError(ExecError):
@@ -230,26 +243,11 @@ def namespace_inode(pid: int, namespace: str) -> int:
     return os.stat(PROC / str(pid) / "ns" / namespace).st_ino
 
 
-def parse_signal(name: str) -> signals.Signals:
-    """``SIGKILL``, ``KILL``, ``kill`` or ``9`` → the signal."""
-    text = name.strip().upper()
-    if text.isdigit():
-        return signals.Signals(int(text))
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    try:
-        return signals.Signals[text]
-    except KeyError:
-        raise ValueError(f"{name!r} is not a signal name (e.g. SIGKILL, SIGTERM, 9)") from None
-
-
 # ---------------------------------------------------------------------------------------- cgroups
 
 
 def move_to_cgroups(pids: Sequence[int], target_pid: int) -> None:
     """Write each PID into every cgroup the target is in (v1: each hierarchy; v2: the unified one)."""
-    from faultmesh.agent.runtime.cgroups import CgroupError, cgroup_paths
-
     try:
         paths = cgroup_paths(target_pid)
         for pid in pids:
@@ -278,7 +276,11 @@ class Executor:
     # ---- targets
 
     async def resolve(self, target: Target) -> int:
-        """The target's PID now: ``process://PID`` directly, anything else through the runtime resolver."""
+        """The target's PID now: ``process://PID`` directly, anything else through the runtime resolver.
+
+        Raises :class:`TargetGoneError` when the target does not exist, :class:`RuntimeUnreachableError`
+        when its runtime cannot be asked.
+        """
         container_id = target.container_id
         if container_id.startswith("process://"):
             text = container_id.removeprefix("process://")
@@ -293,6 +295,8 @@ class Executor:
                 pid = await answer if inspect.isawaitable(answer) else answer
             except ExecError:
                 raise
+            except RuntimeUnavailableError as error:
+                raise RuntimeUnreachableError(container_id, f"cannot resolve: {error}") from error
             except Exception as error:  # the runtime says why; keep its words
                 raise TargetGoneError(container_id, f"cannot resolve: {error}") from error
         if read_stat(pid) is None:
@@ -450,7 +454,11 @@ class Executor:
                                        f"{_read_log(log) or '(no output)'}", returncode=process.returncode,
                                 stderr=_read_log(log))
         except BaseException:
-            _kill_group(leader)
+            try:
+                with contextlib.suppress(Exception):
+                    await self._end(None, tag, signals.SIGKILL, action.name)
+            finally:
+                _kill_group(leader)  # whatever is left, even if this cleanup is itself cancelled
             with contextlib.suppress(Exception):
                 await _wait(process, self.reap_timeout)
             self._forget(leader)
@@ -479,34 +487,72 @@ class Executor:
         tag = known.tag if known is not None else f"{scope.tag}#{name}"
         return _spawned_pids(known, tag)
 
-    async def reap(self, scope: Scope, name: str, signal: signals.Signals = signals.SIGKILL) -> None:
-        """Kill what ``scope`` spawned as ``name`` (whole group) and wait until it is gone; idempotent."""
-        deadline = time.monotonic() + self.reap_timeout
-        escalated = signal == signals.SIGKILL
-        while True:
-            pids = self.spawned_alive(scope, name)
-            if not pids:
-                break
-            now = time.monotonic()
-            if now > deadline:
-                if escalated:
-                    raise ExecError(f"reap {name}", f"processes {pids} survived SIGKILL")
-                signal, escalated, deadline = signals.SIGKILL, True, now + self.reap_timeout
-            known = scope.processes.get(name)
-            if known is not None and known.pgid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(known.pgid, signal)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal)
-            await asyncio.sleep(0.01)
+    async def reap(self, scope: Scope, name: str, signal: signals.Signals | int = signals.SIGKILL) -> None:
+        """Kill what ``scope`` spawned as ``name`` and wait until every process of it is gone; idempotent.
+
+        Deepest first: a process gets the signal only once its children are gone *and waited for*, so
+        every death is reaped by a living parent (stress-ng reaps its workers, nsenter reaps stress-ng,
+        this agent reaps nsenter). Signalling the whole group at once lets a parent die first and
+        orphans its children onto an init that may never wait for them: zombies. Escalates to SIGKILL
+        after ``reap_timeout``.
+        """
         known = scope.processes.get(name)
+        await self._end(known, known.tag if known is not None else f"{scope.tag}#{name}", signal, name)
         if known is not None:
             child = self._children.get(known.pgid)
             if child is not None:
                 with contextlib.suppress(Exception):
                     await _wait(child[0], self.reap_timeout)
                 self._forget(known.pgid)
+
+    async def _end(self, known: SpawnedProcess | None, tag: str, signal: signals.Signals | int, name: str) -> None:
+        rounds = [signal] if signal == signals.SIGKILL else [signal, signals.SIGKILL]
+        for chosen in rounds:
+            if await self._signal_deepest_first(known, tag, chosen):
+                return
+        # A parent that never waits for its children blocks the order: kill what is left at once.
+        await self._kill_all_at_once(known, tag, name)
+
+    async def _signal_deepest_first(self, known: SpawnedProcess | None, tag: str, signal: signals.Signals | int
+                                    ) -> bool:
+        """Signal the spawn's processes leaves first, each once; True once none is alive, False at the timeout."""
+        deadline = time.monotonic() + self.reap_timeout
+        signalled: set[tuple[int, int]] = set()
+        while True:
+            members = _spawn_members(known, tag)
+            alive = [member for member in members if member.state not in _DEAD]
+            if not alive:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            children: dict[int, list[ProcStat]] = defaultdict(list)
+            for member in members:
+                children[member.ppid].append(member)
+            for process in alive:
+                own = children.get(process.pid)
+                if own:  # wait for its children first; a stopped parent cannot wait: let it run
+                    if process.state == "T" and all(child.state in _DEAD for child in own):
+                        _send(process.pid, signals.SIGCONT)
+                    continue
+                if (process.pid, process.start_time) in signalled:
+                    continue
+                signalled.add((process.pid, process.start_time))
+                _send(process.pid, signal)
+                if signal != signals.SIGKILL:
+                    _send(process.pid, signals.SIGCONT)  # a stopped process acts on its signal only once continued
+            await asyncio.sleep(0.01)
+
+    async def _kill_all_at_once(self, known: SpawnedProcess | None, tag: str, name: str) -> None:
+        deadline = time.monotonic() + self.reap_timeout
+        while True:
+            pids = _spawned_pids(known, tag)
+            if not pids:
+                return
+            if time.monotonic() > deadline:
+                raise ExecError(f"reap {name}", f"processes {pids} survived SIGKILL")
+            for pid in pids:
+                _send(pid, signals.SIGKILL)
+            await asyncio.sleep(0.01)
 
     def _forget(self, leader: int) -> None:
         entry = self._children.pop(leader, None)
@@ -611,29 +657,53 @@ def open_namespace_of(namespace: str, location: Location) -> int | None:
     return None
 
 
-def _spawned_pids(known: SpawnedProcess | None, tag: str) -> list[int]:
-    """Living processes that belong to a spawn: its journalled group, or the groups of what carries its tag.
+_DEAD = ("Z", "X")
+
+
+def _spawn_members(known: SpawnedProcess | None, tag: str) -> list[ProcStat]:
+    """Every process of a spawn, zombies included: its journalled group, the groups of what carries its
+    tag, and every descendant of those (one that left the group is still the spawn's).
 
     The tag finds a spawn whose PIDs never reached the journal; its whole process group counts, as a
     program may overwrite its environment (stress-ng's workers set their titles over it).
     """
-    stats = [stat for stat in _stats() if stat.state not in ("Z", "X")]
-    alive: set[int] = set()
+    stats = list(_stats())
+    members: set[int] = set()
     if known is not None and known.boot_id == boot_id():
-        members = {m.pid: m.start_time for m in known.members}
-        leader_start = members.get(known.pgid, min(members.values(), default=0))
+        journalled = {m.pid: m.start_time for m in known.members}
+        leader_start = journalled.get(known.pgid, min(journalled.values(), default=0))
         leader = read_stat(known.pgid)
         # The group number cannot be reissued while any member lives; a live leader must be ours.
         group_is_ours = leader is None or leader.start_time == leader_start
         for stat in stats:
-            journalled = members.get(stat.pid) == stat.start_time
-            if journalled or (group_is_ours and stat.pgrp == known.pgid and stat.start_time >= leader_start):
-                alive.add(stat.pid)
+            if journalled.get(stat.pid) == stat.start_time or (
+                    group_is_ours and stat.pgrp == known.pgid and stat.start_time >= leader_start):
+                members.add(stat.pid)
     entry = f"{SPAWN_ENV}={tag}".encode()
     own_group = os.getpgrp()
-    tagged_groups = {stat.pgrp for stat in stats if _environ_has(stat.pid, entry)} - {own_group}
-    alive.update(stat.pid for stat in stats if stat.pgrp in tagged_groups)
-    return sorted(alive)
+    tagged_groups = {stat.pgrp for stat in stats
+                     if stat.state not in _DEAD and _environ_has(stat.pid, entry)} - {own_group}
+    members.update(stat.pid for stat in stats if stat.pgrp in tagged_groups)
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in stats:
+        children[stat.ppid].append(stat.pid)
+    frontier = list(members)
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in members:
+                members.add(child)
+                frontier.append(child)
+    return [stat for stat in stats if stat.pid in members]
+
+
+def _spawned_pids(known: SpawnedProcess | None, tag: str) -> list[int]:
+    """Living (not zombie) processes of a spawn (see :func:`_spawn_members`)."""
+    return sorted(stat.pid for stat in _spawn_members(known, tag) if stat.state not in _DEAD)
+
+
+def _send(pid: int, signal: signals.Signals | int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal)
 
 
 async def _wait(process: asyncio.subprocess.Process, timeout: float) -> None:

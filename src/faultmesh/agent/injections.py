@@ -17,6 +17,7 @@ Public API (asyncio; every call survives cancellation of its caller, the work is
     expiry = await engine.renew(injection_id, owner, ttl); await engine.renew_owner(owner, ttl)
     views = await engine.halt(reason); engine.release()
     engine.list(); engine.get(injection_id)
+    engine.add_observer(callback)                # PhaseChanged / LeaseExpired / HaltChanged, as they happen
     await engine.close()
 """
 
@@ -28,7 +29,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -123,6 +124,43 @@ class InjectionView:
     reason: str
     #: The last error while applying or recovering (retries go on until verified).
     last_error: str
+    #: The phase was read back, not assumed: ``injected`` once the run's probes all saw it present,
+    #: ``recovered`` / ``failed`` once they all saw it absent (or nothing was ever applied). Never
+    #: true while ``injecting`` or ``recovering``, nor for ``done`` (a one-shot has nothing to probe).
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    """An injection's phase changed (as :meth:`Engine.get` would now show it)."""
+
+    id: str
+    kind: str
+    #: None: the engine had not known the injection (a new one).
+    previous: Phase | None
+    #: None: the engine forgot it (finished long ago, aged out of its memory).
+    phase: Phase | None
+
+
+@dataclass(frozen=True)
+class LeaseExpired:
+    """The agent is recovering an injection on its own because its lease ran out."""
+
+    id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class HaltChanged:
+    """The agent was halted (``reason``) or released (None)."""
+
+    reason: str | None
+
+
+EngineEvent = PhaseChanged | LeaseExpired | HaltChanged
+#: Called synchronously on the event loop for each event; it must not block, and what it raises is
+#: logged, never passed on to the engine.
+Observer = Callable[[EngineEvent], None]
 
 
 class EngineError(RuntimeError):
@@ -180,6 +218,11 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._halted: str | None = None
         self._started = False
+        self._observers: builtins.list[Observer] = []
+        #: id → (kind, phase) as last announced to observers: what a phase change is measured against.
+        self._phases: dict[str, tuple[str, Phase]] = {}
+        #: Live runs whose probes all said present after they were applied (or at start).
+        self._verified_runs: set[str] = set()
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -189,6 +232,8 @@ class Engine:
         for injection in self.state.injections.values():
             if injection.wanted:
                 self.leases.restore(injection.id, injection.owner, injection.lease_ttl, injection.lease_expires)
+        # What the journal says is where this process starts from, not a change it made.
+        self._phases = {i.id: (i.kind, self._view(i).phase) for i in self.state.injections.values()}
         self._started = True
         await self.reconcile_at_start()
         self.watcher.start()
@@ -206,6 +251,13 @@ class Engine:
     def halted(self) -> str | None:
         """Why the agent is halted, or None."""
         return self._halted
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` on every phase change, lease expiry and halt/release from now on."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
 
     # ------------------------------------------------------------------------------ public API
 
@@ -233,14 +285,18 @@ class Engine:
 
     async def halt(self, reason: str = "halted") -> builtins.list[InjectionView]:
         """Refuse new injections and recover every injection there is; returns their views."""
-        self._halted = reason
+        previous, self._halted = self._halted, reason
+        if previous != reason:
+            self._emit(HaltChanged(reason))
         wanted = [i.id for i in self.state.injections.values() if i.outcome is None]
         views = await asyncio.gather(*(self.recover(injection_id, reason) for injection_id in wanted))
         return list(views)
 
     def release(self) -> None:
         """Accept injections again after a halt."""
-        self._halted = None
+        if self._halted is not None:
+            self._halted = None
+            self._emit(HaltChanged(None))
 
     def list(self) -> builtins.list[InjectionView]:
         """Every injection the agent knows (finished ones until they age out), in arrival order."""
@@ -263,6 +319,7 @@ class Engine:
             if injection.wanted and injection.lease_expires <= now:
                 self._append(RecoverRequested(injection.id, LEASE_EXPIRED, now))
                 self.leases.drop(injection.id)
+                self._emit(LeaseExpired(injection.id, injection.kind))
         for run in self.state.live_runs():
             if run.plan.one_shot:
                 self._settle_one_shot_after_restart(run)
@@ -332,6 +389,8 @@ class Engine:
                 if injection.recover_reason is None:
                     self._append(RecoverRequested(injection_id, reason, self._wall()))
                     self.leases.drop(injection_id)
+                    if reason == LEASE_EXPIRED:
+                        self._emit(LeaseExpired(injection_id, injection.kind))
                 await self._converge_or_retry(injection.group)
         return self.get(injection_id)
 
@@ -361,6 +420,13 @@ class Engine:
             self.leases.drop(record.id)
             if not isinstance(record, RecoverRequested):
                 self._remember_finished(record.id)
+        if isinstance(record, UndoIntent | RunRecovered | RunFinished):  # from its first undo on, no longer whole
+            self._verified_runs.discard(record.run)
+        if isinstance(record, Registered | RecoverRequested | Recovered | FailedRecord | Done):
+            self._announce((record.id,))
+        elif not isinstance(record, LeaseRenewed):
+            run = self.state.runs.get(record.run)
+            self._announce(run.members if run is not None else ())
 
     def _remember_finished(self, injection_id: str) -> None:
         injection = self.state.injections.get(injection_id)
@@ -369,7 +435,41 @@ class Engine:
         self._finished[injection_id] = self._view(injection)
         self._finished.move_to_end(injection_id)
         while len(self._finished) > self._keep_finished:
-            self._finished.popitem(last=False)
+            evicted, _ = self._finished.popitem(last=False)
+            self._announce((evicted,))
+
+    # ---- observers
+
+    def _emit(self, event: EngineEvent) -> None:
+        for observer in builtins.list(self._observers):
+            try:
+                observer(event)
+            except Exception:  # an observer's bug must not stop the engine halfway through a change
+                log.exception("engine observer %r failed on %s", observer, event)
+
+    def _announce(self, injection_ids: Iterable[str]) -> None:
+        """Tell observers about each of these injections whose phase is not the one last announced."""
+        for injection_id in injection_ids:
+            known = self._phases.get(injection_id)
+            view = self._known_view(injection_id)
+            if view is None:
+                if known is not None:
+                    del self._phases[injection_id]
+                    self._emit(PhaseChanged(injection_id, known[0], known[1], None))
+                continue
+            if known is not None and known == (view.kind, view.phase):
+                continue
+            self._phases[injection_id] = (view.kind, view.phase)
+            if known is not None and known[0] != view.kind:  # re-registered as another kind
+                self._emit(PhaseChanged(injection_id, known[0], known[1], None))
+                known = None
+            self._emit(PhaseChanged(injection_id, view.kind, known[1] if known else None, view.phase))
+
+    def _known_view(self, injection_id: str) -> InjectionView | None:
+        injection = self.state.injections.get(injection_id)
+        if injection is not None:
+            return self._view(injection)
+        return self._finished.get(injection_id)
 
     # ---- convergence
 
@@ -470,6 +570,7 @@ class Engine:
                    if verdict.state != "present"]
         if missing:
             raise ApplyFailedError("not in effect after apply: " + "; ".join(missing))
+        self._verified_runs.add(run_id)
 
     async def _recover_run(self, run: RunState) -> None:
         """Undo every step that may exist, in reverse, then prove every probe says absent."""
@@ -520,7 +621,10 @@ class Engine:
         run = live[-1]
         scope = Scope(tag=run.run, location=run.location, processes=run.spawned())
         verdicts = await self._probe_run(run, scope, want="present")
-        return all(verdict.state == "present" for _, verdict in verdicts)
+        holds = all(verdict.state == "present" for _, verdict in verdicts)
+        if holds:
+            self._verified_runs.add(run.run)
+        return holds
 
     def _settle_one_shot_after_restart(self, run: RunState) -> None:
         """A one-shot run cut short: if it began, it is not repeated; if not, it can run again."""
@@ -564,10 +668,19 @@ class Engine:
         """
         if not force and self.journal.record_count < self._compact_threshold:
             return
-        for injection in self.state.injections.values():
-            if injection.outcome is not None:
-                self._remember_finished(injection.id)
+        # Finished injections not remembered yet (replayed at start, or evicted already) are older than
+        # every remembered one: they go first in line to age out, never ahead of a newer one.
+        unremembered = [injection for injection in self.state.injections.values()
+                        if injection.outcome is not None and injection.id not in self._finished]
+        for injection in reversed(unremembered):
+            if len(self._finished) >= self._keep_finished:
+                break
+            self._finished[injection.id] = self._view(injection)
+            self._finished.move_to_end(injection.id, last=False)
+        pruned = [key for key, injection in self.state.injections.items() if injection.outcome is not None]
         self.state.prune()
+        self._verified_runs &= set(self.state.runs)
+        self._announce(pruned)
         snapshot = self.state.snapshot()
         self.journal.compact(snapshot)
         self._compact_threshold = max(self._compact_minimum, 2 * len(snapshot))
@@ -577,18 +690,23 @@ class Engine:
     def _view(self, injection: InjectionState) -> InjectionView:
         phase: Phase
         reason = injection.outcome_reason
+        verified = False
         if injection.outcome is not None:
             phase = injection.outcome
+            # Recovered and Failed are journalled only once every run holding it was verified gone.
+            verified = phase != "done"
         elif injection.recover_reason is not None:
             phase, reason = "recovering", injection.recover_reason
-        elif any(run.complete and injection.id in run.members for run in self.state.live_runs(injection.group)):
-            phase = "injected"
         else:
-            phase = "injecting"
+            holding = [run for run in self.state.live_runs(injection.group)
+                       if run.complete and injection.id in run.members]
+            phase = "injected" if holding else "injecting"
+            verified = any(run.run in self._verified_runs for run in holding)
         lease = self.leases.get(injection.id)
         return InjectionView(
             id=injection.id, kind=injection.kind, owner=injection.owner,
             container_id=injection.target.container_id, record_id=injection.target.record_id,
             slot=injection.slot, phase=phase,
             lease_expires=lease.expires_at if lease is not None else injection.lease_expires,
-            reason=reason, last_error=self._errors.get(injection.group, "") if injection.outcome is None else "")
+            reason=reason, last_error=self._errors.get(injection.group, "") if injection.outcome is None else "",
+            verified=verified)

@@ -299,7 +299,8 @@ class BandwidthSpec(Model):
     limit: Int32 = Field(ge=1, description="Bytes that may wait in the queue for tokens.")
     buffer: Int32 = Field(ge=1, description="Size of the bucket in bytes: the largest instant burst.")
     peakrate: Int64 | None = Field(
-        default=None, ge=0, description="Top rate of draining the bucket, bytes/s."
+        default=None, ge=0,
+        description="Top rate of draining the bucket, in bits/s (tc reads the bare number as bits per second).",
     )
     minburst: Int32 | None = Field(
         default=None, ge=0, description="Size of the peakrate bucket (about the MTU)."
@@ -349,7 +350,7 @@ class NetworkChaosSpec(PodSelector, TcParameter):
     action: NetworkChaosAction = Field(
         description="netem / delay / loss / duplicate / corrupt (netem qdisc), partition, bandwidth",
     )
-    device: str | None = Field(default=None, description="The network device to affect (default: all).")
+    device: str | None = Field(default=None, description="The network device to affect (default: eth0).")
     duration: Duration | None = Field(
         default=None,
         description='How long the chaos lasts, a Go duration such as "300ms" or "2h45m".',

@@ -413,7 +413,9 @@ class NetworkBandwidthSpec(KebabConfig):
     rate: str = Field(description="Rate, e.g. 1mbps, 10kbit.")
     limit: Int32 = Field(ge=1, description="Bytes that can be queued waiting for tokens.")
     buffer: Int32 = Field(ge=1, description="Bucket size in bytes.")
-    peakrate: Int64 | None = Field(default=None, ge=0, description="Maximum burst rate, bytes/s.")
+    peakrate: Int64 | None = Field(
+        default=None, ge=0, description="Maximum burst rate, bits/s (tc reads a bare number so)."
+    )
     minburst: Int32 | None = Field(default=None, ge=0, description="Peak-rate bucket size in bytes.")
     device: str | None = Field(default=None, description="The network interface, e.g. eth0.")
     ip_address: str | None = Field(default=None, description="Destination IPs or CIDRs, comma-separated.")

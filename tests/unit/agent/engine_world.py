@@ -73,6 +73,8 @@ class WorldExecutor(Executor):
         self.world = world
         self.events = events
         self.calls: list[str] = []
+        #: Called before each probe (a test looks at the engine while it verifies).
+        self.before_probe: Callable[[], None] | None = None
 
     async def locate(self, target: Target) -> Location:
         if target.container_id in self.world.gone_targets:
@@ -117,6 +119,8 @@ class WorldExecutor(Executor):
 
     async def probe(self, probe: Probe, target: Target, scope: Scope) -> ProbeResult:
         self.events.check()
+        if self.before_probe is not None:
+            self.before_probe()
         if probe.process is not None:
             alive = f"proc:{scope.tag}#{probe.process}" in self.world.items
             return ProbeResult("present" if alive else "absent")

@@ -16,9 +16,13 @@ from faultmesh.agent.injections import (
     ApplyFailedError,
     ConflictError,
     Engine,
+    EngineEvent,
+    HaltChanged,
     HaltedError,
     InjectionRequest,
+    LeaseExpired,
     NoPlannerError,
+    PhaseChanged,
     UnknownInjectionError,
 )
 from faultmesh.agent.journal import (
@@ -371,6 +375,20 @@ def test_the_journal_is_compacted_as_injections_finish() -> None:
 # ----------------------------------------------------------------------------------------- restart
 
 
+def test_compaction_ages_out_the_oldest_finished_injection_not_the_newest() -> None:
+    async def scenario(node: Node) -> None:
+        engine = node.agent(keep_finished=1, compact_threshold=4)
+        await engine.start()
+        await engine.apply(items("old", "o"))
+        await engine.apply(items("new", "n"))
+        await engine.recover("new")
+        view = await engine.recover("old")  # it just finished: it is the one kept
+        assert (view.id, view.phase) == ("old", "recovered")
+        assert [v.id for v in engine.list()] == ["old"]
+
+    run(scenario)
+
+
 def test_restart_reapplies_a_wanted_injection_whose_changes_vanished() -> None:
     async def scenario(node: Node) -> None:
         engine = node.agent()
@@ -413,6 +431,174 @@ def test_restart_after_the_lease_ran_out_recovers() -> None:
         view = engine.get("a")
         assert (view.phase, view.reason) == ("recovered", LEASE_EXPIRED)
         assert node.world.items == set()
+
+    run(scenario)
+
+
+# ----------------------------------------------------------------------------------------- views and observers
+
+
+def test_verified_only_once_the_probes_read_the_phase_back() -> None:
+    async def scenario(node: Node) -> None:
+        engine = node.agent()
+        await engine.start()
+        during_probes: list[tuple[str, bool]] = []
+
+        def watch() -> None:
+            view = engine.get("a")
+            during_probes.append((view.phase, view.verified))
+
+        executor = engine.executor
+        assert isinstance(executor, WorldExecutor)
+        executor.before_probe = watch
+        applied = await engine.apply(items("a", "x"))
+        # Every step ran, so a List says injected -- but nothing has been read back yet.
+        assert during_probes[0] == ("injected", False)
+        assert (applied.phase, applied.verified) == ("injected", True)
+
+        node.world.stuck.add("x")
+        recovering = await engine.recover("a", "done")
+        assert (recovering.phase, recovering.verified) == ("recovering", False)
+        node.world.stuck.clear()
+        engine._retries["injection/a"].cancel()
+        recovered = await engine.recover("a", "done")
+        assert (recovered.phase, recovered.verified) == ("recovered", True)
+
+        node.world.refuse.add("bad")
+        with pytest.raises(ApplyFailedError):
+            await engine.apply(items("f", "ok", "bad"))
+        assert (engine.get("f").phase, engine.get("f").verified) == ("failed", True)  # rolled back, verified gone
+        done = await engine.apply(InjectionRequest("k", "Kill", {}, TARGET, "ctl", 10))
+        assert (done.phase, done.verified) == ("done", False)  # nothing to read back
+
+        await engine.apply(items("b", "y"))
+        await engine.close()
+        restarted = node.agent()
+        await restarted.start()  # the probes said the run still holds: verified again in this process
+        assert (restarted.get("b").phase, restarted.get("b").verified) == ("injected", True)
+
+    run(scenario)
+
+
+def test_a_slot_member_is_unverified_while_its_slot_is_rebuilt() -> None:
+    async def scenario(node: Node) -> None:
+        engine = node.agent()
+        await engine.start()
+        await engine.apply(shared("one", "delay"))
+        seen: list[tuple[str, bool]] = []
+
+        def watch() -> None:
+            view = engine.get("one")
+            seen.append((view.phase, view.verified))
+
+        executor = engine.executor
+        assert isinstance(executor, WorldExecutor)
+        executor.before_probe = watch
+        await engine.apply(shared("two", "loss"))
+        # Probes of the old run (absent), then of the new one (present): never verified in between.
+        assert ("injected", True) not in seen
+        assert ("injected", False) in seen
+        assert (engine.get("one").phase, engine.get("one").verified) == ("injected", True)
+
+    run(scenario)
+
+
+def test_observers_hear_every_phase_change_lease_expiry_and_halt() -> None:
+    async def scenario(node: Node) -> None:
+        engine = node.agent()
+        await engine.start()
+        events: list[EngineEvent] = []
+
+        def broken(event: EngineEvent) -> None:
+            raise RuntimeError("an observer with a bug")
+
+        engine.add_observer(broken)  # logged, never passed on to the engine
+        engine.add_observer(events.append)
+        await engine.apply(items("a", "x", ttl=10))
+        assert events == [PhaseChanged("a", "Items", None, "injecting"), PhaseChanged("a", "Items", "injecting",
+                                                                                       "injected")]
+        events.clear()
+        node.clock.now += 10
+        engine.leases.changed.set()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if engine.get("a").phase == "recovered":
+                break
+        assert events == [PhaseChanged("a", "Items", "injected", "recovering"), LeaseExpired("a", "Items"),
+                          PhaseChanged("a", "Items", "recovering", "recovered")]
+        events.clear()
+
+        await engine.apply(shared("one", "delay"))
+        await engine.apply(shared("two", "loss"))
+        one = [(e.previous, e.phase) for e in events if isinstance(e, PhaseChanged) and e.id == "one"]
+        # The slot is rebuilt for the newcomer: the old run is recovered before the combined one holds.
+        assert one == [(None, "injecting"), ("injecting", "injected"), ("injected", "injecting"),
+                       ("injecting", "injected")]
+        events.clear()
+        engine.remove_observer(broken)
+        await engine.halt("maintenance")
+        engine.release()
+        assert events[0] == HaltChanged("maintenance") and events[-1] == HaltChanged(None)
+        assert {(e.id, e.phase) for e in events if isinstance(e, PhaseChanged)} >= {("one", "recovered"),
+                                                                                   ("two", "recovered")}
+
+    run(scenario)
+
+
+def test_observers_hear_when_a_finished_injection_is_forgotten() -> None:
+    async def scenario(node: Node) -> None:
+        engine = node.agent(keep_finished=1, compact_threshold=1)
+        await engine.start()
+        events: list[EngineEvent] = []
+        engine.add_observer(events.append)
+        for name in ("a", "b"):
+            await engine.apply(items(name, f"{name}1"))
+            await engine.recover(name)
+        assert PhaseChanged("a", "Items", "recovered", None) in events
+        assert [view.id for view in engine.list()] == ["b"]
+
+    run(scenario)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["apply", "apply-slot", "recover", "refuse", "halt"]), st.integers(0, 3)),
+                min_size=1, max_size=12),
+       st.integers(1, 3))
+def test_phases_told_to_observers_are_the_phases_the_engine_lists(ops: list[tuple[str, int]], keep: int) -> None:
+    """Folding the events gives exactly what list() shows, at every point: no change goes unannounced."""
+    async def scenario(node: Node) -> None:
+        engine = node.agent(keep_finished=keep, compact_threshold=4)
+        await engine.start()
+        told: dict[str, str] = {}
+
+        def fold(event: EngineEvent) -> None:
+            if isinstance(event, PhaseChanged):
+                assert told.get(event.id) == event.previous, event
+                if event.phase is None:
+                    del told[event.id]
+                else:
+                    told[event.id] = event.phase
+
+        engine.add_observer(fold)
+        for number, (op, key) in enumerate(ops):
+            try:
+                if op == "apply":
+                    await engine.apply(items(f"i{key}", f"i{key}-x{number}", spawn=key % 2 == 0))
+                elif op == "apply-slot":
+                    await engine.apply(shared(f"s{key}", f"s{key}-x{number}"))
+                elif op == "refuse":
+                    node.world.refuse.add(f"bad{number}")
+                    await engine.apply(items(f"i{key}", f"ok{number}", f"bad{number}"))
+                elif op == "halt":
+                    await engine.halt("halt")
+                    engine.release()
+                else:
+                    for injection_id in (f"i{key}", f"s{key}"):
+                        if injection_id in engine.state.injections:
+                            await engine.recover(injection_id)
+            except (ApplyFailedError, ConflictError):
+                pass
+            assert told == {view.id: view.phase for view in engine.list()}
 
     run(scenario)
 

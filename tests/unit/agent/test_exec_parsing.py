@@ -1,27 +1,32 @@
-"""The executor's readers of /proc (over a fake /proc) and its signal names."""
+"""The executor's readers of /proc (over a fake /proc) and the signals it accepts."""
 
 from __future__ import annotations
 
-import signal
+import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
 from faultmesh.agent import exec as agent_exec
-from faultmesh.agent.exec import parse_signal, read_stat
+from faultmesh.agent.exec import Executor, Scope, read_stat
+from faultmesh.kinds.kill import plan_process_kill
+from faultmesh.kinds.plan import Target
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("SIGKILL", signal.SIGKILL), ("KILL", signal.SIGKILL), ("sigterm", signal.SIGTERM), ("9", signal.SIGKILL),
-    (" SIGSTOP ", signal.SIGSTOP),
-])
-def test_signal_names(name: str, expected: signal.Signals) -> None:
-    assert parse_signal(name) == expected
+def test_every_signal_the_kill_planner_names_is_one_the_executor_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The planner keeps unnamed real-time signals (SIGRTMIN+n) as numbers; the executor must send them.
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, number: sent.append((pid, int(number))))
+    target = Target(f"process://{os.getpid()}")
 
+    async def kill_with_every_signal() -> None:
+        for number in range(1, 65):
+            plan = plan_process_kill(target, number)
+            await Executor().run(plan.steps[0].apply, target, Scope(tag="fmt-signals"))
 
-def test_an_unknown_signal_is_refused_with_examples() -> None:
-    with pytest.raises(ValueError, match="'SIGNOPE' is not a signal name"):
-        parse_signal("SIGNOPE")
+    asyncio.run(kill_with_every_signal())
+    assert sent == [(os.getpid(), number) for number in range(1, 65)]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 from prometheus_client import generate_latest
 
+from faultmesh.agent.injections import HaltChanged, LeaseExpired, PhaseChanged
 from faultmesh.agent.rpc.metrics import AgentMetrics, JournalSize, MetricsServer, split_address
 
 
@@ -26,6 +27,29 @@ def test_snapshot_counts_injections_by_kind_and_phase() -> None:
     assert "faultmesh_agent_halted 1.0" in text
     metrics.publish([], halted=False)
     assert "faultmesh_agent_injections{" not in scrape(metrics)
+
+
+def test_engine_events_move_injections_between_phases_and_are_counted() -> None:
+    metrics = AgentMetrics()
+    metrics.publish([("PodChaos", "Injected")], halted=False)  # what the engine held when it was first observed
+    for event in (PhaseChanged("n", "NetworkChaos", None, "injecting"),
+                  PhaseChanged("n", "NetworkChaos", "injecting", "injected"),
+                  PhaseChanged("n", "NetworkChaos", "injected", "recovering"), LeaseExpired("n", "NetworkChaos"),
+                  PhaseChanged("n", "NetworkChaos", "recovering", "recovered"), HaltChanged("maintenance")):
+        metrics.observe(event)
+    text = scrape(metrics)
+    assert [line for line in text.splitlines() if line.startswith("faultmesh_agent_injections{")] == [
+        'faultmesh_agent_injections{kind="NetworkChaos",phase="Recovered"} 1.0',
+        'faultmesh_agent_injections{kind="PodChaos",phase="Injected"} 1.0']
+    for phase in ("Injecting", "Injected", "Recovering", "Recovered"):
+        assert f'faultmesh_agent_injection_transitions_total{{kind="NetworkChaos",phase="{phase}"}} 1.0' in text
+    assert 'faultmesh_agent_lease_expiries_total{kind="NetworkChaos"} 1.0' in text
+    assert "faultmesh_agent_halted 1.0" in text
+    metrics.observe(PhaseChanged("n", "NetworkChaos", "recovered", None))  # the engine forgot it
+    metrics.observe(HaltChanged(None))
+    text = scrape(metrics)
+    assert 'faultmesh_agent_injections{kind="NetworkChaos"' not in text
+    assert "faultmesh_agent_halted 0.0" in text
 
 
 def test_rpc_latency_and_counters() -> None:

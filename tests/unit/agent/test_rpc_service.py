@@ -21,6 +21,7 @@ import pytest
 from faultmesh.agent.injections import PlannerRegistry
 from faultmesh.agent.main import AgentConfig, RunningAgent, running_agent
 from faultmesh.agent.rpc.client import AgentClient, AgentError, Injection, TargetRef
+from faultmesh.agent.runtime import RuntimeConfig
 from faultmesh.kinds.plan import Exec, Plan, Probe, Step, Target
 
 KIND = "FileMarker"
@@ -232,8 +233,7 @@ def test_lease_expiry_recovers_and_is_counted(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         (listed,) = await client.list()
         assert (listed.reason, listed.verified) == ("lease expired", True)
-        agent.service.refresh_metrics()
-        text = scrape(agent)
+        text = scrape(agent)  # counted as it happened: no RPC since the expiry refreshed anything
         assert f'faultmesh_agent_lease_expiries_total{{kind="{KIND}"}} 1.0' in text
         assert f'faultmesh_agent_injections{{kind="{KIND}",phase="Recovered"}} 1.0' in text
 
@@ -246,6 +246,7 @@ def test_metrics_count_rpcs_and_injections(tmp_path: Path) -> None:
         await refused(client.recover("nope"))
         text = scrape(agent)
         assert f'faultmesh_agent_injections{{kind="{KIND}",phase="Injected"}} 1.0' in text
+        assert f'faultmesh_agent_injections{{kind="{KIND}",phase="Injecting"}}' not in text
         assert 'faultmesh_agent_rpc_duration_seconds_count{code="OK",method="Apply"} 1.0' in text
         assert 'faultmesh_agent_rpc_duration_seconds_count{code="NOT_FOUND",method="Recover"} 1.0' in text
         assert f'faultmesh_agent_injection_transitions_total{{kind="{KIND}",phase="Injected"}} 1.0' in text
@@ -263,3 +264,37 @@ def test_spec_goes_to_the_engine_in_wire_form(tmp_path: Path) -> None:
         assert dict(agent.engine.state.injections["w"].spec) == {"name": "w"}
 
     run(tmp_path, body)
+
+
+def test_every_transition_is_counted_even_between_rpcs(tmp_path: Path) -> None:
+    """Injecting and Recovering last only inside one Apply or Recover: only the engine's events see them."""
+    async def body(agent: RunningAgent, client: AgentClient, markers: Path) -> None:
+        await apply_marker(client, markers, "t", name="t")
+        await client.recover("t")
+        await apply_marker(client, markers, "t", name="t")  # the same id again: a new life, counted again
+        text = scrape(agent)
+        for phase, count in (("Injecting", 2), ("Injected", 2), ("Recovering", 1), ("Recovered", 1)):
+            assert f'faultmesh_agent_injection_transitions_total{{kind="{KIND}",phase="{phase}"}} {count}.0' in text
+        assert f'faultmesh_agent_injections{{kind="{KIND}",phase="Injected"}} 1.0' in text
+        assert f'faultmesh_agent_injections{{kind="{KIND}",phase="Recovered"}}' not in text
+        await client.halt()
+        assert "faultmesh_agent_halted 1.0" in scrape(agent)
+        await client.halt(release=True)
+        assert "faultmesh_agent_halted 0.0" in scrape(agent)
+
+    run(tmp_path, body)
+
+
+def test_an_unreachable_runtime_is_unavailable_not_a_missing_target(tmp_path: Path) -> None:
+    async def main() -> None:
+        config = AgentConfig(tls=None, insecure=True, listen="127.0.0.1:0", journal=tmp_path / "journal.jsonl",
+                             grace=1.0, runtime=RuntimeConfig(runtime="containerd", socket=tmp_path / "none.sock"))
+        async with running_agent(config, registry()) as agent, AgentClient(agent.address, None) as client:
+            error = await refused(client.apply("u", OWNER, KIND, {"name": "u"},
+                                               TargetRef("containerd://abc", facts={"dir": str(tmp_path)}), 30))
+            assert error.code == grpc.StatusCode.UNAVAILABLE
+            assert error.message.startswith("target.container_id: containerd://abc: cannot resolve: ")
+            assert "none.sock does not exist" in error.message
+            assert await client.list() == []
+
+    asyncio.run(main())

@@ -48,7 +48,8 @@ def test_bad_container_ids_are_refused(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("SIGKILL", signal.SIGKILL), ("kill", signal.SIGKILL), ("9", signal.SIGKILL), (15, signal.SIGTERM),
-     (signal.SIGUSR1, signal.SIGUSR1), (" term ", signal.SIGTERM), (40, 40)],
+     (signal.SIGUSR1, signal.SIGUSR1), (" term ", signal.SIGTERM), ("sigstop", signal.SIGSTOP), (40, 40),
+     ("40", 40)],
 )
 def test_signals_parse(value: str | int | signal.Signals, expected: int) -> None:
     assert parse_signal(value) == expected

@@ -1,9 +1,10 @@
 """Prometheus metrics of the agent, served over HTTP on their own port.
 
 Each agent owns a registry (not prometheus_client's global one), so several agents can run in
-one process -- as tests and host mode do. Gauges that describe the engine's state are read from
-a snapshot the event loop publishes after every change; the HTTP thread never calls into the
-engine.
+one process -- as tests and host mode do. The engine's state is counted from its events (an
+observer, :meth:`AgentMetrics.observe`): every phase transition and lease expiry is counted as it
+happens, not sampled. The gauges keep a snapshot that the event loop updates and the HTTP thread
+reads; the HTTP thread never calls into the engine.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from faultmesh.agent.injections import EngineEvent, HaltChanged, InjectionView, LeaseExpired, PhaseChanged
+
 PREFIX = "faultmesh_agent"
 #: RPC latency buckets: probes make apply/recover take tens of milliseconds to seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def phase_name(phase: str) -> str:
+    """``injected`` → ``Injected``: the spelling of Chaos Mesh's records and of metrics labels."""
+    return phase.capitalize()
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,30 @@ class AgentMetrics:
         with self._lock:
             self._counts = counts
             self.halted = halted
+
+    def start_from(self, views: Iterable[InjectionView], halted: str | None) -> None:
+        """The snapshot of an engine now; :meth:`observe` its events from here on (no await in between)."""
+        self.publish(((view.kind, phase_name(view.phase)) for view in views), halted is not None)
+
+    def observe(self, event: EngineEvent) -> None:
+        """An engine observer: moves the injection between phases in the snapshot and counts the events."""
+        if isinstance(event, PhaseChanged):
+            with self._lock:
+                if event.previous is not None:
+                    key = (event.kind, phase_name(event.previous))
+                    self._counts[key] = self._counts.get(key, 0) - 1
+                    if self._counts[key] <= 0:
+                        del self._counts[key]
+                if event.phase is not None:
+                    key = (event.kind, phase_name(event.phase))
+                    self._counts[key] = self._counts.get(key, 0) + 1
+            if event.phase is not None:
+                self.transitions.labels(kind=event.kind, phase=phase_name(event.phase)).inc()
+        elif isinstance(event, LeaseExpired):
+            self.lease_expiries.labels(kind=event.kind).inc()
+        elif isinstance(event, HaltChanged):
+            with self._lock:
+                self.halted = event.reason is not None
 
     def injection_counts(self) -> dict[tuple[str, str], int]:
         with self._lock:

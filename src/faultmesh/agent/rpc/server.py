@@ -31,9 +31,8 @@ import grpc.aio
 from typing_extensions import override
 
 from faultmesh import __version__
-from faultmesh.agent.exec import TargetGoneError
+from faultmesh.agent.exec import RuntimeUnreachableError, TargetGoneError
 from faultmesh.agent.injections import (
-    LEASE_EXPIRED,
     ApplyFailedError,
     ConflictError,
     Engine,
@@ -44,7 +43,6 @@ from faultmesh.agent.injections import (
     UnknownInjectionError,
 )
 from faultmesh.agent.lease import LeaseError
-from faultmesh.agent.runtime.base import RuntimeUnavailableError
 from faultmesh.kinds.plan import Target
 
 from . import agent_pb2, agent_pb2_grpc
@@ -67,8 +65,6 @@ PHASES = {
 FINISHED = frozenset({"recovered", "failed", "done"})
 #: Longest status message: enough for every field problem of a request, short enough for a log line.
 MAX_MESSAGE = 2000
-#: How often the metrics snapshot is refreshed between RPCs (lease expiries happen without one).
-REFRESH_SECONDS = 1.0
 
 
 class RefusedError(Exception):
@@ -86,18 +82,6 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def phase_name(phase: str) -> str:
-    """``injected`` → ``Injected``: the spelling of Chaos Mesh's records and of metrics labels."""
-    return phase.capitalize()
-
-
-def is_verified(view: InjectionView) -> bool:
-    """Read back, not assumed: an Apply answers ``injected`` only after every probe saw the fault, and the
-    engine calls an injection ``recovered`` only once every probe saw it gone. (``injected`` in a List can
-    precede the probes of an Apply still running; the engine's view does not say yet.)"""
-    return view.phase in ("injected", "recovered") and not view.last_error
-
-
 class AgentService(agent_pb2_grpc.AgentServicer):
     """Implements ``faultmesh.agent.v1.Agent`` over one :class:`Engine`."""
 
@@ -105,49 +89,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.engine = engine
         self.metrics = metrics or AgentMetrics()
         self.version = version
-        #: (injection id, phase) pairs already counted in the transitions counter.
-        self._seen: set[tuple[str, str]] = set()
-        self._expiries_seen: set[str] = set()
-        self._refresher: asyncio.Task[None] | None = None
+        self._observing = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Publish metrics now and keep them fresh between calls."""
-        self.refresh_metrics()
-        if self._refresher is None:
-            self._refresher = asyncio.create_task(self._refresh_forever(), name="agent-metrics")
+        """Count the engine's injections from now on: its state now, then each of its events."""
+        if not self._observing:
+            self.metrics.start_from(self.engine.list(), self.engine.halted)
+            self.engine.add_observer(self.metrics.observe)
+            self._observing = True
 
     async def close(self) -> None:
-        task, self._refresher = self._refresher, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            try:
-                self.refresh_metrics()
-            except Exception:
-                log.exception("refreshing the agent's metrics failed")
-
-    def refresh_metrics(self) -> None:
-        views = self.engine.list()
-        self.metrics.publish(((view.kind, phase_name(view.phase)) for view in views), self.engine.halted is not None)
-        current: set[tuple[str, str]] = set()
-        for view in views:
-            key = (view.id, view.phase)
-            current.add(key)
-            if key not in self._seen:
-                self.metrics.transitions.labels(kind=view.kind, phase=phase_name(view.phase)).inc()
-            if view.reason == LEASE_EXPIRED and view.id not in self._expiries_seen:
-                self._expiries_seen.add(view.id)
-                self.metrics.lease_expiries.labels(kind=view.kind).inc()
-        # Forget what the engine forgot, so these sets stay as small as its list.
-        self._seen = current
-        self._expiries_seen &= {view.id for view in views}
+        if self._observing:
+            self.engine.remove_observer(self.metrics.observe)
+            self._observing = False
 
     # ------------------------------------------------------------------ the RPC methods
 
@@ -195,8 +151,6 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             code, message = grpc.StatusCode.INTERNAL, f"{method} failed: {type(error).__name__}: {error}"
         finally:
             self.metrics.observe_rpc(method, code.name, time.monotonic() - started)
-            with contextlib.suppress(Exception):
-                self.refresh_metrics()
         await context.abort(code, one_line(message))
 
     # ------------------------------------------------------------------ handlers
@@ -348,9 +302,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """Is the target there? Asked before anything is journalled, so a typo costs nothing."""
         try:
             await self.engine.executor.resolve(target)
+        except RuntimeUnreachableError as error:
+            raise RefusedError(grpc.StatusCode.UNAVAILABLE, f"target.container_id: {error}") from None
         except TargetGoneError as error:
-            if isinstance(error.__cause__, RuntimeUnavailableError):
-                raise RefusedError(grpc.StatusCode.UNAVAILABLE, f"target.container_id: {error}") from None
             raise RefusedError(grpc.StatusCode.NOT_FOUND, f"target.container_id: {error}") from None
 
     def _status(self, view: InjectionView, extra_errors: Iterable[str] = ()) -> Any:
@@ -369,7 +323,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             ),
             slot=view.slot or "",
             phase=PHASES.get(view.phase, agent_pb2.PHASE_UNSPECIFIED),
-            verified=is_verified(view) and not errors,
+            verified=view.verified and not errors,
             errors=errors,
             lease_expires_at=0.0 if view.phase in FINISHED else view.lease_expires,
             reason=view.reason,
