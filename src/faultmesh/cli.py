@@ -162,9 +162,11 @@ def crds() -> None:
 
 
 from .agent.main import agent_command, certs_command  # noqa: E402 -- imports only typer and the stdlib
+from .host.targets import targets_command  # noqa: E402
 
 app.command("agent")(agent_command)
 app.command("agent-certs")(certs_command)
+app.command("targets")(targets_command)
 
 
 def main() -> None:
