@@ -16,6 +16,7 @@ declare -A wanted=(
     [qemu-system-x86_64]=qemu-system-x86
     [openssl]=openssl
     [flock]=util-linux
+    [dockerd]=docker.io
 )
 
 missing=()
@@ -34,4 +35,13 @@ echo "sysdeps: installing ${missing[*]}" >&2
 lock=/var/lock/faultmesh-apt.lock
 export DEBIAN_FRONTEND=noninteractive
 flock "$lock" apt-get update -q >/dev/null
+# Packages with services (docker.io's dockerd) must not start them: a system dockerd would add its own bridge
+# and iptables rules to the host. Tests start private daemons. policy-rc.d vetoes starts during the install.
+guard=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+fi
+trap '[ -n "$guard" ] && rm -f "$guard"' EXIT
 flock "$lock" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

@@ -15,7 +15,7 @@ import asyncio
 import signal as signals
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import (
@@ -115,6 +115,8 @@ class RuntimeConfig:
     timeout: float = 10.0
     #: Where the host's root is mounted in the agent (``/host`` in a pod), for finding sockets.
     host_root: Path = Path("/")
+    #: Sockets of further runtimes (host mode may see containerd, docker and CRI-O at once).
+    other_sockets: Mapping[RuntimeName, Path] = field(default_factory=dict)
 
     def configured_runtime(self) -> RuntimeName | None:
         if self.runtime is not None:
@@ -141,6 +143,8 @@ class Runtimes:
         """The configured socket for the configured runtime; else the first well-known one present."""
         if runtime == self._configured and self.config.socket is not None:
             return self.config.socket
+        if runtime in self.config.other_sockets:
+            return self.config.other_sockets[runtime]
         candidates = [_under(self.config.host_root, p) for p in WELL_KNOWN_SOCKETS.get(runtime, ())]
         for candidate in candidates:
             if _is_socket(candidate):

@@ -1,7 +1,8 @@
 """Docker through its Engine API on the unix socket: inspect for the PID, ``kill`` for container-kill.
 
-Paths are unversioned, which the daemon serves as its current API version; the two calls used here
-(``GET /containers/{id}/json``, ``POST /containers/{id}/kill``) have kept their shape for years.
+Paths are unversioned, which the daemon serves as its current API version; the calls used here
+(``GET /containers/{id}/json``, ``POST /containers/{id}/kill``, and ``GET /containers/json`` for host
+mode's listing) have kept their shape for years.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ class DockerRuntime(ContainerRuntime):
         document = reply.json()
         if not isinstance(document, dict):
             raise ContainerRuntimeError(f"docker's inspect of {bare} is not a JSON object")
+        return document
+
+    def list_containers(self) -> list[dict[str, object]]:
+        """Every container, stopped ones too (``docker ps -a``): Id, Names, Labels, State... per container."""
+        reply = self._http.request("GET", "/containers/json?all=1")
+        if reply.status != 200:
+            raise ContainerRuntimeError(f"docker could not list containers (HTTP {reply.status}): {reply.message()}")
+        try:
+            document = reply.json()
+        except ValueError:
+            raise ContainerRuntimeError(f"docker's container list is not JSON: {reply.body[:200]!r}") from None
+        if not isinstance(document, list) or not all(isinstance(item, dict) for item in document):
+            raise ContainerRuntimeError("docker's container list is not a JSON array of objects")
         return document
 
     def pid_of(self, container_id: str) -> int:
