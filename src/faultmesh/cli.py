@@ -162,11 +162,30 @@ def crds() -> None:
 
 
 from .agent.main import agent_command, certs_command  # noqa: E402 -- imports only typer and the stdlib
+from .host.cli import (  # noqa: E402
+    delete_command,
+    halt_command,
+    pause_command,
+    recover_command,
+    resume_command,
+    run_command,
+)
+from .host.report import report_command  # noqa: E402
 from .host.targets import targets_command  # noqa: E402
+from .host.views import describe_command, get_command  # noqa: E402
 
 app.command("agent")(agent_command)
 app.command("agent-certs")(certs_command)
 app.command("targets")(targets_command)
+app.command("run")(run_command)
+app.command("pause")(pause_command)
+app.command("resume")(resume_command)
+app.command("delete")(delete_command)
+app.command("recover")(recover_command)
+app.command("halt")(halt_command)
+app.command("get")(get_command)
+app.command("describe")(describe_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

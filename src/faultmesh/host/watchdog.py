@@ -1,0 +1,118 @@
+"""The watchdog of one host-mode owner: when that process dies, recover everything it left, verified.
+
+``faultmesh run`` starts it in its own session before it injects anything. It waits on the owner's PID
+(a pidfd: woken the moment the process ends, however it ends). A runner that ended normally leaves nothing
+behind and the watchdog exits at once. One that was killed leaves wanted injections: the watchdog takes the
+engine lock, replays the journal, recovers every injection of the dead owner, closes its experiments in the
+store as Interrupted, finishes the run journal and report, and exits.
+
+If the watchdog is killed too, nothing is lost: the injections' leases expire, and the next process to start
+the host's engine (any ``faultmesh run``, ``serve``, ``recover``) recovers them on start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import select
+import sys
+import time
+from pathlib import Path
+
+from faultmesh.agent.runtime import RuntimeConfig
+
+from .driver import OUTCOME_INTERRUPTED
+from .hostengine import HostEngine
+from .settle import settle
+from .state import EngineBusyError, Layout, owner_alive, owner_pid
+from .store import Store
+
+log = logging.getLogger("faultmesh.watchdog")
+
+
+def wait_for_exit(owner: str, ready_fd: int | None = None) -> None:
+    """Block until the owner's process is gone; say so on ``ready_fd`` once the wait is armed."""
+    pid = owner_pid(owner)
+
+    def ready() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, b"watching\n")
+            os.close(ready_fd)
+
+    if pid is None or not owner_alive(owner):
+        ready()
+        return
+    try:
+        descriptor = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        ready()
+        while owner_alive(owner):
+            time.sleep(0.05)
+        return
+    try:
+        ready()
+        if not owner_alive(owner):  # the PID could have been recycled between the check and the open
+            return
+        poller = select.poll()
+        poller.register(descriptor, select.POLLIN)
+        while not poller.poll(1000):
+            pass
+    finally:
+        os.close(descriptor)
+
+
+async def recover_after(layout: Layout, owner: str, containerd_namespace: str, lock_wait: float) -> int:
+    store = Store.open(layout.root)
+    rows = [row for row in store.list() if row.owner == owner and row.finished_at is None]
+    if not rows:
+        # The runner records its experiment before it injects, and finishes it after it recovered: no
+        # unfinished experiment of its means nothing of its can be in place.
+        log.info("%s ended cleanly; nothing to recover", owner)
+        return 0
+    host = HostEngine(layout, "watchdog", runtime=RuntimeConfig(containerd_namespace=containerd_namespace),
+                      lock_wait=lock_wait)
+    try:
+        async with host:
+            left = [view for view in host.agent.list()
+                    if view.owner == owner and view.phase in ("injecting", "injected", "recovering")]
+            reason = f"its runner ({owner}) died; recovered by the watchdog"
+            errors: list[str] = []
+            for row in rows:
+                errors += await settle(host, store, layout, row, outcome=OUTCOME_INTERRUPTED, reason=reason)
+            # Injections of the owner that no stored experiment claims (the store write was lost) go too.
+            from .settle import recover_injections
+
+            errors += await recover_injections(host, [v.id for v in left if not any(
+                v.id.startswith(row.uid + "/") for row in rows)], reason)
+            for error in errors:
+                log.error("not verified recovered: %s", error)
+            log.info("recovered what %s left behind (%d experiment(s))", owner, len(rows))
+            return 1 if errors else 0
+    except EngineBusyError as error:
+        # Another process drives the engine now; it started by reconciling the journal, and the dead
+        # owner's leases expire under it.
+        log.info("%s", error)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faultmesh-watchdog")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--owner", required=True)
+    parser.add_argument("--containerd-namespace", default="default")
+    parser.add_argument("--lock-wait", type=float, default=30.0)
+    parser.add_argument("--ready-fd", type=int, default=None, help="Write 'watching' there once watching.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    layout = Layout(args.state_dir)
+    log.info("watching %s", args.owner)
+    wait_for_exit(args.owner, args.ready_fd)
+    log.info("%s is gone", args.owner)
+    return asyncio.run(recover_after(layout, args.owner, args.containerd_namespace, args.lock_wait))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
