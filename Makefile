@@ -41,7 +41,8 @@ test-cluster: venv sysdeps
 # Every tier; a tier skips only with a printed reason when its prerequisite cannot exist here.
 test: lint test-unit test-node test-kernel test-cluster
 
-demo: venv
+# Host mode on this machine (root): a tiny service, four faults from examples/host, their effect, a report.
+demo: venv sysdeps
 	$(BIN)/python -m faultmesh.demo
 
 clean:

@@ -16,6 +16,7 @@ import os
 import select
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -99,33 +100,66 @@ class WatchdogError(RuntimeError):
     """The watchdog did not start; nothing may be injected without it."""
 
 
+@dataclass
+class Watchdog:
+    """The owner's handle on its watchdog: a pipe the watchdog reads. ``done`` on it stands the watchdog down;
+    the pipe closing without it (the owner died, or gave up mid-way) makes the watchdog recover at once."""
+
+    process: subprocess.Popen[bytes]
+    pipe: int
+
+    def stand_down(self, timeout: float = 10.0) -> None:
+        """Everything of the owner is recovered: let the watchdog go, and wait until it has."""
+        if self.pipe != -1:
+            with contextlib.suppress(OSError):
+                os.write(self.pipe, b"done\n")
+            self.abandon()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+
+    def abandon(self) -> None:
+        """Close the pipe without standing down: the watchdog recovers what the owner leaves."""
+        if self.pipe != -1:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
 def spawn_watchdog(layout: Layout, owner: str, log_file: Path, containerd_namespace: str,
-                   *, ready_timeout: float = 60.0) -> subprocess.Popen[bytes]:
+                   *, ready_timeout: float = 60.0) -> Watchdog:
     """Start the watchdog of ``owner`` in its own session (a kill of the owner's process group spares it) and
     wait until it watches: only then may the owner inject, or a kill in between would go unseen for a while."""
-    read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
+    watch_read, watch_write = os.pipe()
     try:
         with open(log_file, "ab") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "faultmesh.host.watchdog", "--state-dir", str(layout.root), "--owner", owner,
-                 "--containerd-namespace", containerd_namespace, "--ready-fd", str(write_end)],
+                 "--containerd-namespace", containerd_namespace, "--ready-fd", str(ready_write),
+                 "--owner-fd", str(watch_read)],
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=sink,
                 start_new_session=True,
-                pass_fds=(write_end,),
+                pass_fds=(ready_write, watch_read),
             )
-        os.close(write_end)
-        write_end = -1
-        ready, _, _ = select.select([read_end], [], [], ready_timeout)
-        answer = os.read(read_end, 64) if ready else b""
+        os.close(ready_write)
+        ready_write = -1
+        os.close(watch_read)
+        watch_read = -1
+        ready, _, _ = select.select([ready_read], [], [], ready_timeout)
+        answer = os.read(ready_read, 64) if ready else b""
+    except BaseException:
+        os.close(watch_write)
+        raise
     finally:
-        os.close(read_end)
-        if write_end != -1:
-            os.close(write_end)
+        for descriptor in (ready_read, ready_write, watch_read):
+            if descriptor != -1:
+                os.close(descriptor)
+    watchdog = Watchdog(process, watch_write)
     if answer.strip() != b"watching":
+        watchdog.abandon()
         process.kill()
         process.wait()
         raise WatchdogError(f"the watchdog did not start within {ready_timeout:g} s (see {log_file}); "
                             "nothing was injected")
-    return process
+    return watchdog

@@ -44,7 +44,7 @@ from .driver import (
     ExperimentDriver,
     Progress,
 )
-from .hostengine import DEFAULT_LEASE_TTL, HostEngine, WatchdogError, spawn_watchdog
+from .hostengine import DEFAULT_LEASE_TTL, HostEngine, Watchdog, WatchdogError, spawn_watchdog
 from .runjournal import JOURNAL_NAME, RunJournal, TargetTimes, new_run_id
 from .state import EngineBusyError, Layout
 from .store import AlreadyExistsError, ExperimentRow, NotFoundError, Store, StoreError
@@ -349,18 +349,27 @@ async def run_prepared(
         async with host:
             journal = record_experiment(store, layout, host.owner, prepared, uid)
             run_dir = journal.path.parent
+            keeper: Watchdog | None = None
             if watchdog:
                 try:
-                    spawn_watchdog(layout, host.owner, run_dir / "watchdog.log", target_options.containerd_namespace)
+                    keeper = spawn_watchdog(layout, host.owner, run_dir / "watchdog.log",
+                                            target_options.containerd_namespace)
                 except WatchdogError as error:
                     store.finish(uid, time.time(), OUTCOME_FAILED, str(error))
                     raise RunRefusedError([str(error)], EXIT_BUSY) from None
-            if on_started is not None:
-                on_started(journal.run, run_dir)
-            driver = ExperimentDriver(host, store, uid, prepared.resource, prepared.works, journal, guard=guard,
-                                      on_progress=on_progress)
-            outcome, reason = await _drive(driver, guard, journal)
-            close_experiment(store, journal, uid, outcome, reason)
+            try:
+                if on_started is not None:
+                    on_started(journal.run, run_dir)
+                driver = ExperimentDriver(host, store, uid, prepared.resource, prepared.works, journal, guard=guard,
+                                          on_progress=on_progress)
+                outcome, reason = await _drive(driver, guard, journal)
+                close_experiment(store, journal, uid, outcome, reason)
+            except BaseException:
+                if keeper is not None:
+                    keeper.abandon()  # whatever was left in place, the watchdog recovers once the engine is free
+                raise
+        if keeper is not None:
+            keeper.stand_down()
     except EngineBusyError as error:
         raise RunRefusedError([str(error) + "; nothing was injected"], EXIT_BUSY) from None
     return RunResult(uid, journal.run, outcome, reason, run_dir)

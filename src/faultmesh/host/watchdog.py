@@ -32,8 +32,12 @@ from .store import Store
 log = logging.getLogger("faultmesh.watchdog")
 
 
-def wait_for_exit(owner: str, ready_fd: int | None = None) -> None:
-    """Block until the owner's process is gone; say so on ``ready_fd`` once the wait is armed."""
+def wait_for_exit(owner: str, ready_fd: int | None = None, owner_fd: int | None = None) -> bool:
+    """Block until the owner's process is gone, or it stands the watchdog down on ``owner_fd``.
+
+    Returns True when stood down (the owner recovered everything), False when the owner is gone or gave up.
+    Says ``watching`` on ``ready_fd`` once the wait is armed.
+    """
     pid = owner_pid(owner)
 
     def ready() -> None:
@@ -43,22 +47,29 @@ def wait_for_exit(owner: str, ready_fd: int | None = None) -> None:
 
     if pid is None or not owner_alive(owner):
         ready()
-        return
+        return False
     try:
         descriptor = os.pidfd_open(pid)
     except (OSError, AttributeError):
         ready()
         while owner_alive(owner):
+            if owner_fd is not None and select.select([owner_fd], [], [], 0.05)[0]:
+                return os.read(owner_fd, 16).strip() == b"done"
             time.sleep(0.05)
-        return
+        return False
     try:
         ready()
         if not owner_alive(owner):  # the PID could have been recycled between the check and the open
-            return
+            return False
         poller = select.poll()
         poller.register(descriptor, select.POLLIN)
-        while not poller.poll(1000):
-            pass
+        if owner_fd is not None:
+            poller.register(owner_fd, select.POLLIN | select.POLLHUP)
+        while True:
+            for fired, _ in poller.poll(1000):
+                if fired == owner_fd:
+                    return os.read(owner_fd, 16).strip() == b"done"
+                return False
     finally:
         os.close(descriptor)
 
@@ -104,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--containerd-namespace", default="default")
     parser.add_argument("--lock-wait", type=float, default=30.0)
     parser.add_argument("--ready-fd", type=int, default=None, help="Write 'watching' there once watching.")
+    parser.add_argument("--owner-fd", type=int, default=None,
+                        help="The owner writes 'done' there when it recovered everything; EOF means it gave up.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog %(levelname)s %(message)s",
                         stream=sys.stderr)
     layout = Layout(args.state_dir)
     log.info("watching %s", args.owner)
-    wait_for_exit(args.owner, args.ready_fd)
-    log.info("%s is gone", args.owner)
+    if wait_for_exit(args.owner, args.ready_fd, args.owner_fd):
+        log.info("%s stood the watchdog down: everything of it is recovered", args.owner)
+        return 0
+    log.info("%s is gone (or gave up)", args.owner)
     return asyncio.run(recover_after(layout, args.owner, args.containerd_namespace, args.lock_wait))
 
 
