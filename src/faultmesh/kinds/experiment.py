@@ -25,7 +25,7 @@ from ..api.networkchaos import NetworkChaosSpec, split_external_target
 from ..api.podchaos import PodChaosSpec
 from ..api.stresschaos import StressChaosSpec
 from ..api.types import duration_seconds
-from ..selection import Pod, Selection
+from ..selection import ContainerTarget, Pod, Selection
 from .network import (
     FACT_IPS,
     PARTITION_KIND,
@@ -255,3 +255,48 @@ def _network_record(
     slot = traffic_control_slot(target, fault.device)
     work = AgentWork(ident, TRAFFIC_CONTROL_KIND, fault_to_wire(fault), target, slot)
     return RecordWork(pod.key, key, pod, (work,))
+
+
+# ---- records already chosen ------------------------------------------------------------------------------
+
+
+def recorded_selections(
+    records: Sequence[tuple[str, str]], pods: Mapping[str, Pod]
+) -> tuple[dict[str, Selection], list[str]]:
+    """The selections that chose ``records`` ((record id, selector key) pairs), from the pods as they are now.
+
+    A front end selects once and keeps the record ids (Chaos Mesh's status); later it needs each record's work
+    again, built from the current pods (IPs and container ids may have changed, e.g. after a restart). A record
+    whose pod is gone is returned in the second list: the caller counts it as recovered, or fails its apply.
+    """
+    chosen: dict[str, list[Pod]] = {}
+    containers: dict[str, list[ContainerTarget]] = {}
+    missing: list[str] = []
+    for record_id, key in records:
+        parts = record_id.split("/")
+        pod = pods.get("/".join(parts[:2]))
+        if pod is None:
+            missing.append(record_id)
+            continue
+        if len(parts) > 2:
+            name = "/".join(parts[2:])
+            status = next((s for s in pod.container_statuses if s.name == name), None)
+            containers.setdefault(key, []).append(
+                ContainerTarget(pod, name, status.container_id if status is not None else None))
+            if pod not in chosen.setdefault(key, []):
+                chosen[key].append(pod)
+        else:
+            chosen.setdefault(key, []).append(pod)
+    selections: dict[str, Selection] = {}
+    for key in {key for _, key in records}:
+        pods_of_key = tuple(chosen.get(key, ()))
+        targets = tuple(containers.get(key, ()))
+        selections[key] = Selection(
+            matched=pods_of_key,
+            pods=pods_of_key,
+            containers=targets,
+            selects_containers=bool(targets),
+            explanation="recorded",
+            reason=None if pods_of_key else "every recorded pod is gone",
+        )
+    return selections, missing
