@@ -171,6 +171,7 @@ from .host.cli import (  # noqa: E402
     run_command,
 )
 from .host.report import report_command  # noqa: E402
+from .host.server import serve_command  # noqa: E402
 from .host.targets import targets_command  # noqa: E402
 from .host.views import describe_command, get_command  # noqa: E402
 
@@ -186,6 +187,7 @@ app.command("halt")(halt_command)
 app.command("get")(get_command)
 app.command("describe")(describe_command)
 app.command("report")(report_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

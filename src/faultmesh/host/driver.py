@@ -143,7 +143,9 @@ class ExperimentDriver:
             self.status = replace(self.status, desired=decision.phase, paused=paused)
             await self._converge(decision.phase)
             self._save()
-            if finished(decision.phase, self.status.records, one_shot=self.one_shot):
+            # A pause stops the faults but not the experiment: it ends only when it would stop unpaused too.
+            held_by_pause = paused and desired_phase(replace(facts, paused=False), decision.phase, now).phase == RUN
+            if finished(decision.phase, self.status.records, one_shot=self.one_shot) and not held_by_pause:
                 return self._outcome(delete_requested or removed, row.reason if row is not None else "")
             wait = self.tick if decision.recheck_in is None else max(0.01, min(self.tick, decision.recheck_in))
             self._wake.clear()

@@ -211,6 +211,10 @@ class RunGuard:
             await self.sampler.start()
         except ProbeError as error:
             raise RunRefusedError([f"steady-state probe: {error}"]) from None
+        # The first sample is the steady state before the fault: nothing is injected until it is taken (a
+        # sample always ends, within the probe's timeout).
+        while not self.sampler.samples and self.sampler.running:
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         if self.sampler is not None:
@@ -347,17 +351,18 @@ async def run_prepared(
     host = HostEngine(layout, "run", runtime=target_options.runtime(), lease_ttl=lease_ttl)
     try:
         async with host:
-            journal = record_experiment(store, layout, host.owner, prepared, uid)
-            run_dir = journal.path.parent
             keeper: Watchdog | None = None
             if watchdog:
+                # Before the experiment is recorded: its duration runs from then, and a watchdog takes a moment
+                # to start. A runner killed before it records anything leaves the watchdog nothing to do.
                 try:
-                    keeper = spawn_watchdog(layout, host.owner, run_dir / "watchdog.log",
+                    keeper = spawn_watchdog(layout, host.owner, layout.root / "watchdog.log",
                                             target_options.containerd_namespace)
                 except WatchdogError as error:
-                    store.finish(uid, time.time(), OUTCOME_FAILED, str(error))
                     raise RunRefusedError([str(error)], EXIT_BUSY) from None
             try:
+                journal = record_experiment(store, layout, host.owner, prepared, uid)
+                run_dir = journal.path.parent
                 if on_started is not None:
                     on_started(journal.run, run_dir)
                 driver = ExperimentDriver(host, store, uid, prepared.resource, prepared.works, journal, guard=guard,
