@@ -162,6 +162,7 @@ def crds() -> None:
 
 
 from .agent.main import agent_command, certs_command  # noqa: E402 -- imports only typer and the stdlib
+from .controller.main import controller_command  # noqa: E402
 from .host.cli import (  # noqa: E402
     delete_command,
     halt_command,
@@ -177,6 +178,7 @@ from .host.views import describe_command, get_command  # noqa: E402
 
 app.command("agent")(agent_command)
 app.command("agent-certs")(certs_command)
+app.command("controller")(controller_command)
 app.command("targets")(targets_command)
 app.command("run")(run_command)
 app.command("pause")(pause_command)

@@ -70,8 +70,8 @@ class ApiActions(Protocol):
     async def update_experiment(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]: ...
     async def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
     async def kill_pod(self, namespace: str, name: str, grace_period: int | None) -> None: ...
-    async def fail_pod(self, namespace: str, name: str, containers: Sequence[str]) -> None: ...
-    async def restore_pod(self, namespace: str, name: str) -> None: ...
+    async def fail_pod(self, namespace: str, name: str, chaos_name: str, containers: Sequence[str]) -> None: ...
+    async def restore_pod(self, namespace: str, name: str, chaos_name: str) -> None: ...
 
 
 class AgentActions(Protocol):
@@ -217,6 +217,9 @@ class Reconciler:
                 return [], "no target has been selected" + (f" ({plan.selection.reason})" if plan.selection.reason
                                                              else "")
             selections[selector_key(plan.path)] = plan.selection
+        if _api_side(resource):
+            # pod-kill and pod-failure act on pods through the API: one record per pod, no container needed.
+            return [Record(pod.key, key) for key, selection in selections.items() for pod in selection.pods], None
         try:
             works = records_work(resource, uid, selections, allow_host_network=self.allow_host_network)
         except PlanError as error:
@@ -273,7 +276,8 @@ class Reconciler:
             return None
         if resource.kind == "PodChaos" and action == "pod-failure":
             try:
-                await self.api.fail_pod(pod.namespace, pod.name, [c.name for c in pod.containers])
+                await self.api.fail_pod(pod.namespace, pod.name, resource.metadata.name or "",
+                                        [c.name for c in pod.containers])
             except Exception as error:
                 return f"swap the images of {pod.key}: {error}"
             return None
@@ -295,7 +299,7 @@ class Reconciler:
             return None  # one-shot: nothing to take back
         if resource.kind == "PodChaos" and action == "pod-failure":
             try:
-                await self.api.restore_pod(pod.namespace, pod.name)
+                await self.api.restore_pod(pod.namespace, pod.name, resource.metadata.name or "")
             except Exception as error:
                 return f"restore the images of {pod.key}: {error}"
             return None

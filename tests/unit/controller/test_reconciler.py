@@ -57,10 +57,10 @@ class Api:
     async def kill_pod(self, namespace: str, name: str, grace_period: int | None) -> None:
         self.killed.append((namespace, name, grace_period))
 
-    async def fail_pod(self, namespace: str, name: str, containers: Sequence[str]) -> None:
+    async def fail_pod(self, namespace: str, name: str, chaos_name: str, containers: Sequence[str]) -> None:
         raise AssertionError("not used here")
 
-    async def restore_pod(self, namespace: str, name: str) -> None:
+    async def restore_pod(self, namespace: str, name: str, chaos_name: str) -> None:
         raise AssertionError("not used here")
 
     def reasons(self) -> list[str]:
