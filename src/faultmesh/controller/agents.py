@@ -50,6 +50,9 @@ DEFAULT_AGENT_LABELS = "app.kubernetes.io/name=faultmesh,app.kubernetes.io/compo
 ENDPOINT_SLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 #: The label the EndpointSlice controller puts on every slice of a Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+#: A dropped client is closed this long after, so calls still in flight on it (an apply may have a longer
+#: deadline of its own) can finish rather than be cancelled.
+RETIRED_CLIENT_GRACE_S = 60.0
 
 T = TypeVar("T")
 
@@ -153,10 +156,9 @@ def pick_agent_endpoint(
             key = f"{target.get('namespace') or namespace}/{target.get('name') or '?'}"
             conditions = endpoint.get("conditions") or {}
             addresses = endpoint.get("addresses") or ()
-            # An unset ready condition means "unknown", which the API says to treat as ready.
             if conditions.get("terminating"):
                 reasons.append(f"the agent pod {key} is terminating")
-            elif conditions.get("ready") is False:
+            elif conditions.get("ready") is False:  # unset means "unknown", which the API says to treat as ready
                 reasons.append(f"the agent pod {key} is not Ready")
             elif not addresses:
                 reasons.append(f"the agent pod {key} has no address")
@@ -304,7 +306,7 @@ class AgentPool:
 
     async def _retire(self, client: AgentClient) -> None:
         try:
-            await asyncio.sleep(self.timeout)
+            await asyncio.sleep(max(self.timeout, RETIRED_CLIENT_GRACE_S))
         finally:
             await client.close()
 

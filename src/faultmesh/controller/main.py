@@ -33,7 +33,7 @@ from faultmesh.kinds.experiment import AgentWork
 from faultmesh.selection import Inventory, Namespace, Pod, Scope, parse_namespace, parse_pod
 
 from . import podactions
-from .agents import AgentPool, AgentUnavailableError
+from .agents import DEFAULT_AGENT_PORT, AgentPool, AgentUnavailableError
 from .election import LeaderElector
 from .informer import Change, Informer
 from .kube import NAMESPACES, PODS, Kube, KubeError, ResourceType, chaos_resource
@@ -58,7 +58,7 @@ class ControllerConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")
     agent_namespace: str | None = None
     agent_selector: str = "app.kubernetes.io/component=agent"
-    agent_port: int = 9461
+    agent_port: int = DEFAULT_AGENT_PORT
     agent_tls: TlsFiles | None = None
     agent_server_name: str | None = None
     agent_timeout: float = 30.0
@@ -342,7 +342,7 @@ def controller_command(
         None),
     agent_selector: Annotated[str, typer.Option(help="Label selector of the agent pods.")] = (
         "app.kubernetes.io/component=agent"),
-    agent_port: Annotated[int, typer.Option(help="The agents' gRPC port.")] = 9461,
+    agent_port: Annotated[int, typer.Option(help="The agents' gRPC port.")] = DEFAULT_AGENT_PORT,
     agent_ca: Annotated[Path | None, typer.Option(help="CA that signed the agents' certificates.")] = None,
     agent_cert: Annotated[Path | None, typer.Option(help="Client certificate for the agents (mTLS).")] = None,
     agent_key: Annotated[Path | None, typer.Option(help="Its key.")] = None,
