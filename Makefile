@@ -36,6 +36,7 @@ test-kernel: venv sysdeps
 # A real kube-apiserver + etcd built from Go modules (cached under ~/.cache/faultmesh/testbed).
 test-cluster: venv sysdeps
 	testbed/kube/build.sh
+	testbed/helm/build.sh
 	$(BIN)/pytest -q -rs tests/cluster
 
 # Every tier; a tier skips only with a printed reason when its prerequisite cannot exist here.
