@@ -39,6 +39,8 @@ BACKOFF_INITIAL_S = 0.8
 BACKOFF_MAX_S = 30.0
 #: A watch that ran this long was healthy: the next failure starts the backoff from the beginning.
 HEALTHY_WATCH_S = 10.0
+#: A watch the server ends sooner than this is treated as a failure (backoff), not as its timeout.
+QUICK_END_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -149,30 +151,38 @@ class Informer(Generic[T]):
 
     async def run(self) -> None:
         """List and watch until cancelled (what :meth:`start` runs in a task)."""
+        loop = asyncio.get_running_loop()
         failures = 0
         must_list = self.resource_version is None
-        started = 0.0
         while True:
+            started = loop.time()
             try:
                 if must_list:
                     await self._relist()
                     must_list = False
                     failures = 0
-                started = asyncio.get_running_loop().time()
+                    started = loop.time()
                 await self._watch()
-                # The server ended the watch at its timeout: watch again from where it stopped.
-                failures = 0
-                continue
+                if loop.time() - started >= QUICK_END_S:
+                    # The server ended the watch at its timeout: watch again from where it stopped.
+                    failures = 0
+                    continue
+                problem = "the watch ended at once"  # e.g. a proxy that drops streams: do not spin
             except KubeError as error:
                 if error.status == 410:
                     _log.info("%s: %s; listing again", self.name, error)
                     must_list = True
                     continue
-                if not must_list and asyncio.get_running_loop().time() - started >= HEALTHY_WATCH_S:
-                    failures = 0
-                failures += 1
-                delay = _backoff(failures)
-                _log.warning("%s: %s; retrying in %.1f s", self.name, error, delay)
+                problem = str(error)
+            except Exception as error:  # a bug must not silently end the cache's updates
+                _log.exception("%s: unexpected failure", self.name)
+                problem = f"{type(error).__name__}: {error}"
+                must_list = True
+            if loop.time() - started >= HEALTHY_WATCH_S:
+                failures = 0
+            failures += 1
+            delay = _backoff(failures)
+            _log.warning("%s: %s; retrying in %.1f s", self.name, problem, delay)
             await asyncio.sleep(delay)
 
     async def _relist(self) -> None:

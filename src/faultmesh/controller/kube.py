@@ -276,8 +276,8 @@ class EventCorrelator:
 
     - the same object, type, reason and message again → the existing Event's ``count`` and ``lastTimestamp``
       are patched (client-go's event logger);
-    - more than ``max_similar`` different messages with one reason on one object within ``similar_window_s``
-      → they are written as one Event ``(combined from similar events): <latest message>`` (the aggregator);
+    - from the ``max_similar``-th different message with one reason on one object within ``similar_window_s``
+      on, they are written as one Event ``(combined from similar events): <latest message>`` (the aggregator);
     - per object, ``spam_burst`` events then one per ``1/spam_qps`` seconds; the rest is dropped (the spam
       filter), so a crash-looping target cannot flood the API server.
     """

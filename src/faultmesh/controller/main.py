@@ -197,6 +197,26 @@ def experiment_kinds(wanted: Sequence[str]) -> dict[str, ResourceType]:
     return found
 
 
+def worth_reconciling(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether an update changed more than the records' event lists (Chaos Mesh's StatusRecordEventsChangePredicate).
+
+    A failed pass writes a Failed record event; reacting to that write would retry at once, in a loop as fast as
+    the API server answers, and the queue's backoff would never apply.
+    """
+    return _without_record_events(old) != _without_record_events(new)
+
+
+def _without_record_events(obj: Mapping[str, Any]) -> dict[str, Any]:
+    stripped = copy.deepcopy(dict(obj))
+    metadata = stripped.get("metadata") or {}
+    for volatile in ("resourceVersion", "generation", "managedFields"):
+        metadata.pop(volatile, None)
+    for record in ((stripped.get("status") or {}).get("experiment") or {}).get("containerRecords") or ():
+        if isinstance(record, dict):
+            record.pop("events", None)
+    return stripped
+
+
 class Controller:
     """The leading replica's work: informers, queue, workers, lease keeping, resync."""
 
@@ -223,9 +243,12 @@ class Controller:
 
     def _experiment_changed(self, kind: str) -> Any:
         def changed(change: Change[dict[str, Any]]) -> None:
-            if change.type != "deleted":
-                namespace, name = change.key
-                self.queue.add((kind, namespace, name))
+            if change.type == "deleted":
+                return
+            if change.type == "updated" and change.old is not None and not worth_reconciling(change.old, change.obj):
+                return
+            namespace, name = change.key
+            self.queue.add((kind, namespace, name))
         return changed
 
     def _pod_changed(self, change: Change[Pod]) -> None:
