@@ -10,7 +10,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -91,12 +91,17 @@ class OutputFormat(StrEnum):
 def plan(
     files: Annotated[list[Path], typer.Argument(help="Manifest files (YAML or JSON); - reads stdin.")],
     pods: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--pods",
             help="Pods (and Nodes, Namespaces) to select from: a file of objects or `kubectl get -o yaml` output.",
         ),
-    ],
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Select from a live cluster's pods, nodes and namespaces instead."),
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context (with --kubeconfig).")] = None,
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
     seed: Annotated[
         str | None, typer.Option(help="Seed for the random modes, so the plan is reproducible.")
@@ -114,14 +119,22 @@ def plan(
     from .planview import plan_rows, print_plan
     from .selection import InventoryError, Scope, SelectionError, load_inventory, plan_experiment
 
+    if (pods is None) == (kubeconfig is None):
+        err.print("[red]✗[/red] give --pods FILE (objects to select from) or --kubeconfig (a live cluster), not both")
+        raise typer.Exit(EXIT_INVALID)
+    source = str(pods) if pods is not None else f"cluster of {kubeconfig}"
     try:
-        inventory = load_inventory(_read_text(pods), source=str(pods))
+        if pods is not None:
+            inventory = load_inventory(_read_text(pods), source=source)
+        else:
+            assert kubeconfig is not None
+            inventory = _cluster_inventory(kubeconfig, context)
     except InventoryError as error:
         for text in error.problems:
-            err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(text)}", highlight=False)
+            err.print(f"[red]✗[/red] {escape(source)}: {escape(text)}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     except OSError as error:
-        err.print(f"[red]✗[/red] {escape(str(pods))}: {escape(error.strerror or str(error))}", highlight=False)
+        err.print(f"[red]✗[/red] {escape(source)}: {escape(error.strerror or str(error))}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     scope = Scope(filter_namespaces=filter_namespaces)
     documents: list[dict[str, object]] = []
@@ -145,6 +158,29 @@ def plan(
         sys.stdout.write(yaml.safe_dump(documents, sort_keys=False, allow_unicode=True))
     if failed:
         raise typer.Exit(EXIT_INVALID)
+
+
+def _cluster_inventory(kubeconfig: Path, context: str | None) -> Any:
+    """Pods, nodes and namespaces of a live cluster as an inventory (read-only; the API server's own lists)."""
+    import asyncio
+
+    from .controller.kube import NAMESPACES, NODES, PODS, Kube, KubeError
+    from .selection import inventory_from_objects
+
+    async def fetch() -> list[dict[str, Any]]:
+        async with await Kube.connect(kubeconfig, context) as kube:
+            objects: list[dict[str, Any]] = []
+            for resource in (PODS, NODES, NAMESPACES):
+                items, _ = await kube.list_all(resource)
+                objects += items
+            return objects
+
+    try:
+        objects = asyncio.run(fetch())
+    except KubeError as error:
+        err.print(f"[red]✗[/red] {escape(str(kubeconfig))}: {escape(str(error))}", highlight=False)
+        raise typer.Exit(1) from None
+    return inventory_from_objects([{"kind": "List", "items": objects}], source=f"cluster of {kubeconfig}")
 
 
 def _read_text(path: Path) -> str:
