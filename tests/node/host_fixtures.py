@@ -152,7 +152,16 @@ class Runner:
                 self._changed.wait(min(left, 0.5))
 
     def wait(self, timeout: float = EVENTUALLY) -> int:
-        code = self.process.wait(timeout)
+        """Its exit code; a runner that hangs is made to dump its threads' stacks (faulthandler) into the failure."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+            self._reader.join(10)
+            raise AssertionError(f"the runner did not exit within {timeout:g} s; its output and stacks:\n"
+                                 f"{self.output}") from None
         self._reader.join(10)
         return code
 
@@ -166,12 +175,14 @@ class Runner:
         if self.process.poll() is None:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.wait(10)
+            self.process.wait(10)
+        self._reader.join(10)
 
 
 def _child_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "FAULTMESH_STATE_DIR"}
     env["NO_COLOR"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung runner dumps its stacks on SIGABRT (see Runner.wait)
     env["COLUMNS"] = "400"  # one event per line, however long
     return env
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -150,7 +152,7 @@ def prepare(resource: Resource, inventory: Inventory, uid: str, *, seed: str | N
     selections = {}
     for plan in plans:
         if plan.selection.empty:
-            raise RunRefusedError([f"{where}: {plan.where}: no target matched: {plan.selection.reason} "
+            raise RunRefusedError([f"{where}: {plan.where}.selector: no target matched: {plan.selection.reason} "
                               "(see `faultmesh targets`)"])
         selections[selector_key(plan.path)] = plan.selection
     try:
@@ -360,6 +362,7 @@ async def run_prepared(
                                             target_options.containerd_namespace)
                 except WatchdogError as error:
                     raise RunRefusedError([str(error)], EXIT_BUSY) from None
+            journal: RunJournal | None = None
             try:
                 journal = record_experiment(store, layout, host.owner, prepared, uid)
                 run_dir = journal.path.parent
@@ -369,6 +372,14 @@ async def run_prepared(
                                           on_progress=on_progress)
                 outcome, reason = await _drive(driver, guard, journal)
                 close_experiment(store, journal, uid, outcome, reason)
+            except RunRefusedError as refused:
+                # Refused before anything was injected (a name in use, a guard that cannot start): close the
+                # record, if there is one, as such.
+                if journal is not None:
+                    close_experiment(store, journal, uid, OUTCOME_FAILED, "; ".join(refused.problems))
+                if keeper is not None:
+                    keeper.stand_down()
+                raise
             except BaseException:
                 if keeper is not None:
                     keeper.abandon()  # whatever was left in place, the watchdog recovers once the engine is free
@@ -391,8 +402,12 @@ async def _drive(driver: ExperimentDriver, guard: Any, journal: RunJournal) -> t
         if interrupts == 1:
             driver.request_stop(OUTCOME_INTERRUPTED, f"interrupted by {name}; recovering")
         else:
-            # The watchdog sees this process go and recovers whatever is left, verified.
-            raise SystemExit(EXIT_INTERRUPTED)
+            # Out at once, whatever is in flight: the kernel closes the watchdog's pipe and drops the engine
+            # lock, and the watchdog recovers whatever is left, verified. (Unwinding instead could hang on work
+            # that is itself waiting for the kernel, with the lock still held.)
+            sys.stderr.write("interrupted again: leaving the recovery to the watchdog\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted, sig.name)

@@ -74,7 +74,8 @@ def wait_for_exit(owner: str, ready_fd: int | None = None, owner_fd: int | None 
         os.close(descriptor)
 
 
-async def recover_after(layout: Layout, owner: str, containerd_namespace: str, lock_wait: float) -> int:
+async def recover_after(layout: Layout, owner: str, containerd_namespace: str, lock_wait: float,
+                        *, retry_after_owner: bool = True) -> int:
     store = Store.open(layout.root)
     rows = [row for row in store.list() if row.owner == owner and row.finished_at is None]
     if not rows:
@@ -102,6 +103,11 @@ async def recover_after(layout: Layout, owner: str, containerd_namespace: str, l
             log.info("recovered what %s left behind (%d experiment(s))", owner, len(rows))
             return 1 if errors else 0
     except EngineBusyError as error:
+        if error.holder.split()[0:1] == [owner] and retry_after_owner:
+            # The owner itself still holds the engine (it gave up on us but has not exited): wait for it.
+            log.info("%s still holds the engine; waiting for it to exit", owner)
+            await asyncio.to_thread(wait_for_exit, owner)
+            return await recover_after(layout, owner, containerd_namespace, lock_wait, retry_after_owner=False)
         # Another process drives the engine now; it started by reconciling the journal, and the dead
         # owner's leases expire under it.
         log.info("%s", error)
