@@ -241,11 +241,12 @@ def check_command_line(line: CommandLine) -> CommandCheck:
 
     from faultmesh.cli import app
 
-    commands: dict[str, Any] = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    group: Any = typer.main.get_command(app)
+    commands = {name: None for name in group.list_commands(None)}  # lazy commands load on lookup
     if not line.args:
         return CommandCheck(line, problem=f"{line.where}: no command given (args is empty)")
     name, *options = line.args
-    command = commands.get(name)
+    command = group.get_command(None, name) if name in commands else None
     if command is None:
         if name in PENDING_COMMANDS:
             return CommandCheck(line, pending=True)

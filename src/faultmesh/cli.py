@@ -6,6 +6,7 @@ No command prints a traceback for a user's mistake.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from enum import StrEnum
@@ -13,9 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 import yaml
 from rich.console import Console
 from rich.markup import escape
+from typer._click.core import Command as ClickCommand  # the click typer ships and its groups use
+from typer._click.core import Context as ClickContext
+from typer.core import TyperGroup
 
 from . import __version__
 from .api.loader import DEFAULT_NAMESPACE, LoadResult, ManifestError
@@ -23,7 +28,37 @@ from .files import read_manifest
 
 EXIT_INVALID = 2
 
+#: Commands whose modules are heavy to import (an HTTP server, the Kubernetes client, SQLAlchemy, matplotlib):
+#: loaded only when used, so `faultmesh run` and friends start fast. Name → (module, function), in help order.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "get": ("faultmesh.host.views", "get_command"),
+    "describe": ("faultmesh.host.views", "describe_command"),
+    "report": ("faultmesh.host.report", "report_command"),
+    "serve": ("faultmesh.host.server", "serve_command"),
+    "controller": ("faultmesh.controller.main", "controller_command"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a lazy command's module only when that command is looked up."""
+
+    def list_commands(self, ctx: ClickContext) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in LAZY_COMMANDS if name not in self.commands)]
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> ClickCommand | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            function = getattr(importlib.import_module(module), attribute)
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            single.command(cmd_name)(function)
+            command = typer.main.get_command(single)
+            command.name = cmd_name
+            self.commands[cmd_name] = command
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="faultmesh",
     help="Chaos engineering for Kubernetes and single hosts; runs Chaos Mesh manifests unchanged.",
     no_args_is_help=True,
@@ -198,7 +233,6 @@ def crds() -> None:
 
 
 from .agent.main import agent_command, certs_command  # noqa: E402 -- imports only typer and the stdlib
-from .controller.main import controller_command  # noqa: E402
 from .host.cli import (  # noqa: E402
     delete_command,
     halt_command,
@@ -207,14 +241,10 @@ from .host.cli import (  # noqa: E402
     resume_command,
     run_command,
 )
-from .host.report import report_command  # noqa: E402
-from .host.server import serve_command  # noqa: E402
 from .host.targets import targets_command  # noqa: E402
-from .host.views import describe_command, get_command  # noqa: E402
 
 app.command("agent")(agent_command)
 app.command("agent-certs")(certs_command)
-app.command("controller")(controller_command)
 app.command("targets")(targets_command)
 app.command("run")(run_command)
 app.command("pause")(pause_command)
@@ -222,10 +252,6 @@ app.command("resume")(resume_command)
 app.command("delete")(delete_command)
 app.command("recover")(recover_command)
 app.command("halt")(halt_command)
-app.command("get")(get_command)
-app.command("describe")(describe_command)
-app.command("report")(report_command)
-app.command("serve")(serve_command)
 
 
 def main() -> None:
