@@ -342,3 +342,16 @@ spec:
     message = _refused(lab, lab.stress("probe"), "--probe-from", f"{ns}/client")
     assert "--probe-from" in message
     assert lab.rows() == [], "a refused run left a row in the store"
+
+
+def test_a_partition_on_a_device_the_target_lacks_fails_instead_of_pretending(host_lab: HostLab) -> None:
+    # iptables would take rules for a missing device and read them back as present, dropping nothing; the
+    # plan checks the device first, so the run fails (after its retries) and nothing stays behind.
+    lab = host_lab
+    manifest = lab.write("wrong-device.yaml", lab.partition("wrong-device", "30s").read_text()
+                         .replace(f"device: {lab.link.if_b}", "device: nope0"))
+    result = lab.run(manifest)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nope0" in result.stdout and "Failed" in result.stdout
+    [row] = lab.rows()
+    assert row.outcome == "Failed"

@@ -183,7 +183,11 @@ def plan_partition(target: Target, fault: PartitionFault) -> Plan:
     device = _check_device(fault.device)
     tag = injection_tag(fault.injection_id)
     sets = peer_sets(f"fm-p-{tag}", fault.peers)
-    steps: list[Step] = [ipset.step("peers of the partition") for family in sets for ipset in sets[family].sets]
+    # iptables accepts a rule for a device that does not exist, and reads it back: without this check a
+    # partition on a missing device would be "verified" while it drops nothing. Nothing to undo or probe.
+    steps: list[Step] = [Step(name=f"device {device} is there", apply=Exec(("ip", "link", "show", "dev", device),
+                                                                          ("net",)))]
+    steps += [ipset.step("peers of the partition") for family in sets for ipset in sets[family].sets]
     families = tuple(sets) if fault.peers else _target_families(target)
     for hook, chain in _partition_chains(fault):
         for family in families:

@@ -33,7 +33,7 @@ from faultmesh.kinds.network import (
     traffic_fault,
 )
 from faultmesh.kinds.network_sets import CHAIN_NAME_MAX, IPSET_GONE, IPSET_NAME_MAX, injection_tag, peer_sets
-from faultmesh.kinds.plan import Exec, Plan, Target
+from faultmesh.kinds.plan import Exec, Plan, Step, Target
 
 TARGET = Target("containerd://abc", "shop/web-0", facts={"ips": ["10.1.0.5"]})
 ID = "shop/cut/0f1e/shop/web-0"
@@ -44,23 +44,40 @@ def _spec(**fields: Any) -> NetworkChaosSpec:
     return NetworkChaosSpec.model_validate({"mode": "all", "selector": {"namespaces": ["shop"]}, **fields})
 
 
+def _changes(plan: Plan) -> tuple[Step, ...]:
+    """The steps that change the kernel: a partition starts with a check that its device exists."""
+    if plan.steps and plan.steps[0].name.startswith("device "):
+        return plan.steps[1:]
+    return plan.steps
+
+
 def _applies(plan: Plan) -> list[tuple[str, ...]]:
     applies = []
-    for step in plan.steps:
+    for step in _changes(plan):
         assert isinstance(step.apply, Exec)
         applies.append(step.apply.argv)
     return applies
 
 
+def test_a_partition_first_checks_that_its_device_exists() -> None:
+    # iptables takes a rule for a missing device and reads it back: without the check, a partition on the
+    # wrong device would be "verified" and drop nothing.
+    plan = plan_partition(TARGET, PartitionFault(ID, "to", (Peer("10.0.0.7"),), "eth1"))
+    check = plan.steps[0]
+    assert isinstance(check.apply, Exec)
+    assert check.apply.argv == ("ip", "link", "show", "dev", "eth1") and check.apply.namespaces == ("net",)
+    assert check.undo is None and check.probe is None
+
+
 def _stdin(plan: Plan, index: int) -> str:
-    action = plan.steps[index].apply
+    action = _changes(plan)[index].apply
     assert isinstance(action, Exec) and action.stdin is not None
     return action.stdin
 
 
 def _undos(plan: Plan) -> list[tuple[str, ...]]:
     undos = []
-    for step in plan.steps:
+    for step in _changes(plan):
         assert isinstance(step.undo, Exec)
         undos.append(step.undo.argv)
     return undos
@@ -278,7 +295,7 @@ def test_a_whole_family_peer_is_split_for_ipset() -> None:
 
 def test_every_undo_tolerates_what_is_already_gone_and_every_step_has_a_probe() -> None:
     plan = plan_partition(TARGET, PartitionFault(ID, "both", (Peer("10.0.0.7", 22), Peer("fd00::1"))))
-    for step in plan.steps:
+    for step in _changes(plan):
         assert isinstance(step.apply, Exec) and isinstance(step.undo, Exec) and step.probe is not None
         expected = IPSET_GONE if step.undo.argv[0] == "ipset" else IPTABLES_GONE
         assert step.undo.tolerate == expected
