@@ -1,167 +1,42 @@
 """The controller finds the agent of a real node through a real API server and calls it over mutual TLS.
 
-The agent runs as a DaemonSet on the real node (`testbed/cluster up --kubelet`), shaped like deploy/'s: the
-same labels, privileged, the host's PID namespace, its own network namespace (reached at its pod IP), a
-readiness probe on its gRPC port, and a headless Service whose EndpointSlices list it. The test-bed has no
-registry for a faultmesh image, so the pod runs the local busybox image and enters the host's root (a hostPath
-volume) with chroot to start this checkout's `faultmesh agent`: the agent process is the pod's own container,
-living and dying with the pod, and its certificates are made by `faultmesh agent-certs`.
+The agent runs as a DaemonSet on the real node (`testbed/cluster up --kubelet`), shaped like deploy/'s; how it
+is deployed (busybox chrooting into the host to run this checkout's `faultmesh agent`) is in controller_fixtures.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 from testbed.node import TAINT_KEY
 
 from faultmesh.agent.rpc.client import TargetRef
-from faultmesh.agent.rpc.tls import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, TlsFiles
 from faultmesh.controller.agents import AgentPool, AgentUnavailableError
 from faultmesh.controller.kube import Kube
 
-from . import test_real_node
-from .conftest import REPO
-from .test_real_node import BUSYBOX, POD_TIMEOUT_S, RealCluster, start_pods
+from . import controller_fixtures, test_real_node
+from .controller_fixtures import (
+    AGENT_PORT,
+    READY_TIMEOUT_S,
+    Agents,
+    agent_daemonset,
+    make_certs,
+)
+from .test_real_node import BUSYBOX, POD_TIMEOUT_S, start_pods
 
 # The real-node cluster (one per module) and a namespace per test, shared with test_real_node.py.
 real = test_real_node.real
 pod_namespace = test_real_node.pod_namespace
+agents = controller_fixtures.agents
 
 T = TypeVar("T")
-FAULTMESH = REPO / ".venv" / "bin" / "faultmesh"
-#: deploy/manifests/agent.yaml's pod labels, port and the name its certificate carries.
-AGENT_LABELS = {"app.kubernetes.io/name": "faultmesh", "app.kubernetes.io/component": "agent"}
-AGENT_SELECTOR = ",".join(f"{key}={value}" for key, value in AGENT_LABELS.items())
-AGENT_PORT = 31767
-SERVER_NAME = "faultmesh-agent.faultmesh.svc"
 OWNER = "faultmesh-controller-test"
-READY_TIMEOUT_S = 120
-
-
-def make_certs(directory: Path) -> TlsFiles:
-    """`faultmesh agent-certs` as an operator would run it; the client's side of the bundle."""
-    subprocess.run([str(FAULTMESH), "agent-certs", str(directory), "--host", SERVER_NAME],
-                   check=True, capture_output=True, text=True, timeout=60)
-    return TlsFiles(directory / CA_FILE, directory / CLIENT_CERT_FILE, directory / CLIENT_KEY_FILE)
-
-
-def agent_daemonset(name: str, namespace: str, workdir: Path, runtime_socket: Path, labels: dict[str, str],
-                    *, host_network: bool = False, port: int = AGENT_PORT) -> dict[str, Any]:
-    tls = workdir / "tls"
-    command = [
-        "chroot", "/host", str(FAULTMESH), "agent", f"--listen=0.0.0.0:{port}",
-        f"--tls-ca={tls / CA_FILE}", f"--tls-cert={tls / 'server.crt'}", f"--tls-key={tls / 'server.key'}",
-        f"--journal={workdir / name}.jsonl", "--metrics-address=", "--grace=1",
-        "--runtime=containerd", f"--runtime-socket={runtime_socket}", "--containerd-namespace=k8s.io",
-    ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "hostPID": True,
-                    "hostNetwork": host_network,
-                    "nodeSelector": {"faultmesh.io/node": "real"},
-                    "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [{
-                        "name": "agent",
-                        "image": BUSYBOX,
-                        "imagePullPolicy": "Never",
-                        "command": command,
-                        "ports": [{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
-                        # The port opens once the journal is reconciled: Ready means serving.
-                        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
-                        "securityContext": {"privileged": True},
-                        "volumeMounts": [{"name": "host", "mountPath": "/host"}],
-                    }],
-                    "volumes": [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}],
-                },
-            },
-        },
-    }
-
-
-def headless_service(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"clusterIP": "None", "selector": labels,
-                 "ports": [{"name": "grpc", "port": AGENT_PORT, "targetPort": "grpc", "protocol": "TCP"}]},
-    }
-
-
-@dataclass(frozen=True)
-class Agents:
-    """The agent DaemonSet of the module, and what a controller needs to reach it."""
-
-    real: RealCluster
-    namespace: str
-    workdir: Path
-    tls: TlsFiles
-
-    @property
-    def node(self) -> str:
-        return self.real.node_name
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.real.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-
-    def agent_pods(self, selector: str = AGENT_SELECTOR) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.real.cluster.get_json("pods", "-n", self.namespace, "-l", selector)["items"]
-        return items
-
-    def wait_serving(self, daemonset: str) -> None:
-        self.real.cluster.kubectl("rollout", "status", f"daemonset/{daemonset}", "-n", self.namespace,
-                                  f"--timeout={READY_TIMEOUT_S}s", timeout=READY_TIMEOUT_S + 30)
-
-    def wait_no_pods(self, selector: str) -> None:
-        self.real.cluster.wait_for(f"agent pods {selector} gone", lambda: not self.agent_pods(selector),
-                                   timeout=READY_TIMEOUT_S)
-
-    def pool(self, **overrides: Any) -> Callable[[Kube], AgentPool]:
-        settings: dict[str, Any] = {"namespace": self.namespace, "label_selector": AGENT_SELECTOR,
-                                    "port": AGENT_PORT, "tls": self.tls, "server_name": SERVER_NAME,
-                                    "timeout": 5.0, **overrides}
-        return lambda kube: AgentPool(kube, **settings)
-
-
-@pytest.fixture(scope="module")
-def agents(real: RealCluster) -> Iterator[Agents]:
-    workdir = Path(tempfile.mkdtemp(prefix="fm-agents-"))
-    namespace = f"fm-agents-{uuid.uuid4().hex[:6]}"
-    deployment = Agents(real, namespace, workdir, make_certs(workdir / "tls"))
-    real.cluster.kubectl("create", "namespace", namespace)
-    try:
-        real.cluster.wait_for(f"serviceaccount default in {namespace}", lambda: real.cluster.kubectl(
-            "get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0)
-        deployment.apply(agent_daemonset("faultmesh-agent", namespace, workdir, real.node().socket, AGENT_LABELS))
-        deployment.apply(headless_service("faultmesh-agent", namespace, AGENT_LABELS))
-        deployment.wait_serving("faultmesh-agent")
-        yield deployment
-    finally:
-        # The agents stop with their pods; their journals and certificates go with the directory afterwards.
-        real.cluster.kubectl("delete", "namespace", namespace, "--wait=true", f"--timeout={READY_TIMEOUT_S}s",
-                             check=False, timeout=READY_TIMEOUT_S + 30)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def with_pool(agents: Agents, body: Callable[[AgentPool], Awaitable[T]], **overrides: Any) -> T:

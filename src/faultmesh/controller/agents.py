@@ -379,6 +379,15 @@ class AgentPool:
         self._used.add(node)
         self._applied.setdefault(node, {})[injection_id] = time.monotonic()
 
+    def watch(self, node: str) -> None:
+        """Renew the owner's leases on the agent of ``node`` from the next round on, without calling it now.
+
+        A controller that starts learns from the experiments' status where a previous one applied faults; those
+        agents must be renewed, and asked what they still hold, before this pool has any other reason to call them.
+        """
+        if node:
+            self._used.add(node)
+
     def alive_injections(self, node: str) -> set[str] | None:
         """The owner's injections the agent of ``node`` holds, as of the last renewal; None: not known.
 

@@ -36,7 +36,7 @@ from . import podactions
 from .agents import DEFAULT_AGENT_PORT, AgentPool, AgentUnavailableError
 from .election import LeaderElector
 from .informer import Change, Informer
-from .kube import NAMESPACES, PODS, Kube, KubeError, ResourceType, chaos_resource
+from .kube import DEFAULT_BURST, DEFAULT_QPS, NAMESPACES, PODS, Kube, KubeError, ResourceType, chaos_resource
 from .metrics import ControllerMetrics, Sources, chaos_status, serve_metrics
 from .reconciler import Outcome, Reconciler
 from .workqueue import WorkQueue, run_workers
@@ -64,6 +64,9 @@ class ControllerConfig:
     agent_timeout: float = 30.0
     lease_ttl: float = 30.0
     workers: int = 4
+    #: The API client's rate limit (Chaos Mesh's QPS and BURST settings); qps <= 0 is unlimited.
+    kube_qps: float = DEFAULT_QPS
+    kube_burst: int = DEFAULT_BURST
     metrics_port: int | None = 10080
     webhook_cert: Path | None = None
     webhook_key: Path | None = None
@@ -180,6 +183,9 @@ class AgentActions:
         return f"agent on {node}: still {answer.phase}: {'; '.join(answer.errors)}"
 
     def alive(self, node: str) -> set[str] | None:
+        # Faults the status records as injected there are this deployment's to keep alive, whichever replica
+        # applied them: without this, a restarted controller would neither renew nor re-check them.
+        self.pool.watch(node)
         return self.pool.alive_injections(node)
 
 
@@ -328,7 +334,7 @@ class RetryError(Exception):
 
 
 async def run_controller(config: ControllerConfig) -> None:
-    kube = await Kube.connect(config.kubeconfig, config.context)
+    kube = await Kube.connect(config.kubeconfig, config.context, qps=config.kube_qps, burst=config.kube_burst)
     metrics = ControllerMetrics(Sources())
     kube.event_observer = metrics.count_event
     tasks: list[asyncio.Task[Any]] = []
@@ -373,6 +379,9 @@ def controller_command(
     insecure_agents: Annotated[bool, typer.Option(help="Talk to agents without TLS (test clusters only).")] = False,
     lease_ttl: Annotated[float, typer.Option(help="Seconds a fault outlives a controller that stopped.")] = 30.0,
     workers: Annotated[int, typer.Option(help="Concurrent reconciles.")] = 4,
+    kube_qps: Annotated[float, typer.Option(help="API requests per second, sustained (0: unlimited).")] = (
+        DEFAULT_QPS),
+    kube_burst: Annotated[int, typer.Option(help="API requests at once above that rate.")] = DEFAULT_BURST,
     metrics_port: Annotated[int, typer.Option(help="Port of /metrics (0: off).")] = 10080,
     webhook_cert: Annotated[Path | None, typer.Option(help="Serving certificate of the admission webhooks.")] = None,
     webhook_key: Annotated[Path | None, typer.Option(help="Its key.")] = None,
@@ -405,7 +414,8 @@ def controller_command(
     config = ControllerConfig(
         kubeconfig=kubeconfig, context=context, namespace=namespace, agent_namespace=agent_namespace,
         agent_selector=agent_selector, agent_port=agent_port, agent_tls=tls, agent_server_name=agent_server_name,
-        lease_ttl=lease_ttl, workers=workers, metrics_port=metrics_port or None, webhook_cert=webhook_cert,
+        lease_ttl=lease_ttl, workers=workers, kube_qps=kube_qps, kube_burst=kube_burst,
+        metrics_port=metrics_port or None, webhook_cert=webhook_cert,
         webhook_key=webhook_key, webhook_port=webhook_port, filter_namespaces=filter_namespaces,
         allow_host_network=allow_host_network,
     )
