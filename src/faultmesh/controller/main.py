@@ -29,7 +29,8 @@ import typer
 from faultmesh.agent.rpc.client import AgentError, TargetRef
 from faultmesh.agent.rpc.tls import TlsFiles
 from faultmesh.api.registry import kinds
-from faultmesh.kinds.experiment import AgentWork
+from faultmesh.engine.lifecycle import INJECTED
+from faultmesh.kinds.experiment import AgentWork, injection_id
 from faultmesh.selection import Inventory, Namespace, Pod, Scope, parse_namespace, parse_pod
 
 from . import podactions
@@ -310,16 +311,46 @@ class Controller:
         keeper = asyncio.create_task(self.pool.keep_leases(self.config.owner, self.config.lease_ttl,
                                                            self.config.lease_ttl / 3))
         resync = asyncio.create_task(self._resync())
+        lost = asyncio.create_task(self._watch_lost())
         try:
             await run_workers(self.queue, self.config.workers, self.handle)
         finally:
-            for task in (keeper, resync):
+            for task in (keeper, resync, lost):
                 task.cancel()
-            await asyncio.gather(keeper, resync, return_exceptions=True)
+            await asyncio.gather(keeper, resync, lost, return_exceptions=True)
             for informer in self.informers.values():
                 await informer.stop()
             await self.pods.stop()
             await self.pool.close()
+
+    async def _watch_lost(self) -> None:
+        """After each lease round, look at once at experiments whose agent no longer holds a recorded fault."""
+        while True:
+            await asyncio.sleep(self.config.lease_ttl / 3)
+            for key in self.lost_faults():
+                self.queue.add(key)
+
+    def lost_faults(self) -> list[Key]:
+        """Experiments recording a fault as Injected that the agent of its pod's node says it does not hold."""
+        pods = self.pods.pods()
+        found: list[Key] = []
+        for kind, informer in self.informers.items():
+            if kind == "PodChaos":
+                continue  # kills are one-shot and pod-failure lives in the pod spec: no agent holds them
+            for (namespace, name), obj in informer.cache.items():
+                uid = str((obj.get("metadata") or {}).get("uid") or "")
+                records = ((obj.get("status") or {}).get("experiment") or {}).get("containerRecords") or []
+                for record in records:
+                    if record.get("phase") != INJECTED:
+                        continue
+                    record_id = str(record.get("id", ""))
+                    pod = pods.get("/".join(record_id.split("/")[:2]))
+                    alive = self.pool.alive_injections(pod.node_name) if pod is not None and pod.node_name else None
+                    if alive is not None and injection_id(uid, str(record.get("selectorKey", ".")),
+                                                           record_id) not in alive:
+                        found.append((kind, namespace, name))
+                        break
+        return found
 
     async def _resync(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from typing import Any
 from faultmesh.agent.rpc.client import TargetRef
 from faultmesh.agent.rpc.tls import Bundle
 from faultmesh.controller.main import AgentActions, worth_reconciling
+from faultmesh.selection import Pod
 
 from .test_agents import KIND, OWNER, AgentPods, agent_on_loopback, certs, pool_for
 from .test_reconciler import Agents, Api, Pods, created_now, make, partition, pod, run
@@ -135,3 +136,39 @@ def test_pod_failure_is_not_taken_for_a_fault_its_agent_lost() -> None:
     assert agents.alive("node-1") == set()
     assert api.failed == ["web"]
     assert [reason for _, reason, _ in api.events] == ["FinalizerInited", "Started", "Applied"]
+
+
+def test_lost_faults_names_the_experiments_whose_agent_dropped_a_recorded_injection() -> None:
+    from faultmesh.controller.main import Controller
+
+    class Pool:
+        def alive_injections(self, node: str) -> set[str] | None:
+            return {"u-1/./shop/web"} if node == "node-1" else None
+
+    class Informer:
+        def __init__(self, objects: dict[tuple[str, str], dict[str, object]]) -> None:
+            self.cache = objects
+
+    def chaos(uid: str, records: list[dict[str, str]]) -> dict[str, object]:
+        return {"metadata": {"uid": uid}, "status": {"experiment": {"containerRecords": records}}}
+
+    class Pods:
+        def pods(self) -> dict[str, Pod]:
+            return {"shop/web": Pod(namespace="shop", name="web", node_name="node-1"),
+                    "shop/db": Pod(namespace="shop", name="db", node_name="node-1"),
+                    "shop/far": Pod(namespace="shop", name="far", node_name="node-2")}
+
+    controller = Controller.__new__(Controller)
+    controller.pool = Pool()  # type: ignore[assignment]
+    controller.pods = Pods()  # type: ignore[assignment]
+    controller.informers = {  # type: ignore[assignment]
+        "NetworkChaos": Informer({
+            ("shop", "kept"): chaos("u-1", [{"id": "shop/web", "selectorKey": ".", "phase": "Injected"}]),
+            ("shop", "lost"): chaos("u-2", [{"id": "shop/db", "selectorKey": ".", "phase": "Injected"}]),
+            ("shop", "unknown"): chaos("u-3", [{"id": "shop/far", "selectorKey": ".", "phase": "Injected"}]),
+            ("shop", "stopped"): chaos("u-4", [{"id": "shop/db", "selectorKey": ".", "phase": "Not Injected"}]),
+        }),
+        "PodChaos": Informer({("shop", "kill"): chaos("u-5", [{"id": "shop/db", "selectorKey": ".",
+                                                                "phase": "Injected"}])}),
+    }
+    assert controller.lost_faults() == [("NetworkChaos", "shop", "lost")]
