@@ -162,34 +162,28 @@ def after_apply(
     record: Record, error: str | None, now: float, *, max_events: int = MAX_RECORD_EVENTS
 ) -> tuple[Record, Event]:
     """The record after an apply that succeeded (``error`` None) or failed (it stays as it was, to retry)."""
-    if error is not None:
-        event = RecordEvent("Failed", "Apply", now, error)
-        return replace(record, events=_with_event(record, event, max_events)), failed("apply chaos", error)
-    event = RecordEvent("Succeeded", "Apply", now)
-    updated = replace(
-        record,
-        phase=INJECTED,
-        injected_count=record.injected_count + 1,
-        events=_with_event(record, event, max_events),
-    )
-    return updated, applied(record.id)
+    return _after(record, "Apply", error, now, max_events)
 
 
 def after_recover(
     record: Record, error: str | None, now: float, *, max_events: int = MAX_RECORD_EVENTS
 ) -> tuple[Record, Event]:
     """The record after a recovery that was verified (``error`` None) or failed (it stays injected, to retry)."""
+    return _after(record, "Recover", error, now, max_events)
+
+
+def _after(record: Record, stage: Literal["Apply", "Recover"], error: str | None, now: float,
+           max_events: int) -> tuple[Record, Event]:
     if error is not None:
-        event = RecordEvent("Failed", "Recover", now, error)
-        return replace(record, events=_with_event(record, event, max_events)), failed("recover chaos", error)
-    event = RecordEvent("Succeeded", "Recover", now)
-    updated = replace(
-        record,
-        phase=NOT_INJECTED,
-        recovered_count=record.recovered_count + 1,
-        events=_with_event(record, event, max_events),
-    )
-    return updated, recovered(record.id)
+        event = RecordEvent("Failed", stage, now, error)
+        activity = "apply chaos" if stage == "Apply" else "recover chaos"
+        return replace(record, events=_with_event(record, event, max_events)), failed(activity, error)
+    events = _with_event(record, RecordEvent("Succeeded", stage, now), max_events)
+    if stage == "Apply":
+        return replace(record, phase=INJECTED, injected_count=record.injected_count + 1, events=events), applied(
+            record.id)
+    return replace(record, phase=NOT_INJECTED, recovered_count=record.recovered_count + 1, events=events), recovered(
+        record.id)
 
 
 # ---- conditions ----------------------------------------------------------------------------------------
