@@ -291,7 +291,8 @@ class Reconciler:
             return f"pod {_pod_key(record.id)} not found"
         action = getattr(getattr(resource, "spec", None), "action", None)
         if resource.kind == "PodChaos" and action == "pod-kill":
-            grace = getattr(getattr(resource, "spec", None), "grace_period", None)
+            # Chaos Mesh always sends spec.gracePeriod, whose zero value (unset) deletes at once; not the pod's own.
+            grace = getattr(getattr(resource, "spec", None), "grace_period", None) or 0
             try:
                 await self.api.kill_pod(pod.namespace, pod.name, grace)
             except Exception as error:

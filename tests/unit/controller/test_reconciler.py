@@ -283,3 +283,17 @@ def test_force_clean_annotation_releases_without_recovery() -> None:
     obj["metadata"]["annotations"] = {"chaos-mesh.chaos-mesh.org/cleanFinalizer": "forced"}
     run(reconciler, obj)
     assert obj["metadata"]["finalizers"] == []
+
+
+def test_pod_kill_without_a_grace_period_deletes_at_once_as_chaos_mesh_does() -> None:
+    api, agents = Api(), Agents()
+    obj = {
+        "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
+        "metadata": {"name": "kill", "namespace": "shop", "uid": "u-3", "creationTimestamp": "2027-01-15T08:00:00Z"},
+        "spec": {"action": "pod-kill", "mode": "one", "selector": {"namespaces": ["shop"],
+                                                                    "labelSelectors": {"app": "web"}}},
+    }
+    reconciler = make(api, agents, Pods(pod("web", "10.0.0.1")), created_now() + 5)
+    run(reconciler, obj)
+    run(reconciler, obj)
+    assert api.killed == [("shop", "web", 0)]
