@@ -343,11 +343,13 @@ class Reconciler:
             await self.api.emit(obj, event.type, event.reason, event.message)
 
     async def _release(self, kind: str, obj: dict[str, Any], status: Status, events: list[Event]) -> Outcome:
-        """Everything is recovered: write the final status, then let the object go."""
-        await self._write(kind, obj, status, events)
+        """Everything is recovered: the final status and the finalizer's removal in one write, and the object goes."""
         metadata = obj["metadata"]
+        obj["status"] = status.to_wire()
         metadata["finalizers"] = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
         await self._update(kind, obj)
+        for event in events:
+            await self.api.emit(obj, event.type, event.reason, event.message)
         await self.api.emit(obj, "Normal", "FinalizerInited", "Finalizer has been removed")
         return Outcome()
 

@@ -107,7 +107,7 @@ def test_a_deleted_experiment_whose_fault_the_agent_dropped_is_recovered_not_inj
     assert obj["metadata"]["finalizers"] == []
     assert not [message for _, reason, message in api.events if "injecting it again" in message]
     assert api.reasons().count("Recovered") == 2
-    records = {r["id"]: r for r in api.updates[-2]["status"]["experiment"]["containerRecords"]}
+    records = {r["id"]: r for r in api.updates[-1]["status"]["experiment"]["containerRecords"]}
     assert records["shop/web"]["recoveredCount"] == 1 and records["shop/web"]["phase"] == "Not Injected"
 
 
