@@ -51,12 +51,18 @@ def _changes(plan: Plan) -> tuple[Step, ...]:
     return plan.steps
 
 
-def _applies(plan: Plan) -> list[tuple[str, ...]]:
-    applies = []
+def _argvs(plan: Plan, side: str) -> list[tuple[str, ...]]:
+    """The command lines of the kernel-changing steps' ``apply`` or ``undo`` actions."""
+    argvs = []
     for step in _changes(plan):
-        assert isinstance(step.apply, Exec)
-        applies.append(step.apply.argv)
-    return applies
+        action = getattr(step, side)
+        assert isinstance(action, Exec)
+        argvs.append(action.argv)
+    return argvs
+
+
+def _applies(plan: Plan) -> list[tuple[str, ...]]:
+    return _argvs(plan, "apply")
 
 
 def test_a_partition_first_checks_that_its_device_exists() -> None:
@@ -76,11 +82,7 @@ def _stdin(plan: Plan, index: int) -> str:
 
 
 def _undos(plan: Plan) -> list[tuple[str, ...]]:
-    undos = []
-    for step in _changes(plan):
-        assert isinstance(step.undo, Exec)
-        undos.append(step.undo.argv)
-    return undos
+    return _argvs(plan, "undo")
 
 
 # --- partition: golden commands ---------------------------------------------------------------------------
