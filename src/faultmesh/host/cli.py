@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from .state import Layout
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -109,66 +113,63 @@ def run_command(
     raise typer.Exit(result.exit_code)
 
 
-def pause_command(
-    name: Annotated[str, typer.Argument(help="The experiment's name.")],
-    namespace: NamespaceFilter = None,
-    kind: KindFilter = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Pause a running experiment: its faults are recovered until `faultmesh resume`."""
-    _pause(name, namespace, kind, state_dir, True)
+ExperimentName = Annotated[str, typer.Argument(help="The experiment's name.")]
+WaitOption = Annotated[bool, typer.Option(help="Wait until its faults are recovered, verified.")]
 
 
-def resume_command(
-    name: Annotated[str, typer.Argument(help="The experiment's name.")],
-    namespace: NamespaceFilter = None,
-    kind: KindFilter = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Resume a paused experiment: its faults are injected again (while its duration lasts)."""
-    _pause(name, namespace, kind, state_dir, False)
-
-
-def _pause(name: str, namespace: str | None, kind: str | None, state: Path | None, paused: bool) -> None:
-    from .commands import CommandError, default_layout, pause
+def _print_outcome(state: Path | None, act: Callable[[Layout], str]) -> None:
+    """Print the line a command answers, or fail with its message and exit code."""
+    from .commands import CommandError, default_layout
 
     try:
-        out.print(escape(pause(default_layout(state), name, namespace, kind, paused)), highlight=False)
+        out.print(escape(act(default_layout(state))), highlight=False)
     except CommandError as error:
         raise _fail(str(error), error.exit_code) from None
 
 
-def delete_command(
-    name: Annotated[str, typer.Argument(help="The experiment's name.")],
-    namespace: NamespaceFilter = None,
-    kind: KindFilter = None,
-    state_dir: StateDirOption = None,
-    wait: Annotated[bool, typer.Option(help="Wait until its faults are recovered, verified.")] = True,
-) -> None:
-    """Recover an experiment's faults (verified) and delete it."""
-    _stop(name, namespace, kind, state_dir, remove=True, wait=wait)
+# pause/resume and delete/recover differ only in one flag and their help; typer reads the help from the
+# docstring, so each command is made by one factory and given its own.
 
 
-def recover_command(
-    name: Annotated[str, typer.Argument(help="The experiment's name.")],
-    namespace: NamespaceFilter = None,
-    kind: KindFilter = None,
-    state_dir: StateDirOption = None,
-    wait: Annotated[bool, typer.Option(help="Wait until its faults are recovered, verified.")] = True,
-) -> None:
-    """Recover an experiment's faults now (verified) and end it; it stays listed (outcome Recovered)."""
-    _stop(name, namespace, kind, state_dir, remove=False, wait=wait)
+def _pause_command(paused: bool, summary: str) -> Callable[..., None]:
+    def command(
+        name: ExperimentName,
+        namespace: NamespaceFilter = None,
+        kind: KindFilter = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        from .commands import pause
+
+        _print_outcome(state_dir, lambda layout: pause(layout, name, namespace, kind, paused))
+
+    command.__doc__ = summary
+    return command
 
 
-def _stop(name: str, namespace: str | None, kind: str | None, state: Path | None, *, remove: bool,
-          wait: bool) -> None:
-    from .commands import CommandError, default_layout, stop
+def _stop_command(remove: bool, summary: str) -> Callable[..., None]:
+    def command(
+        name: ExperimentName,
+        namespace: NamespaceFilter = None,
+        kind: KindFilter = None,
+        state_dir: StateDirOption = None,
+        wait: WaitOption = True,
+    ) -> None:
+        from .commands import stop
 
-    try:
-        out.print(escape(stop(default_layout(state), name, namespace, kind, remove=remove, wait=wait)),
-                  highlight=False)
-    except CommandError as error:
-        raise _fail(str(error), error.exit_code) from None
+        _print_outcome(state_dir, lambda layout: stop(layout, name, namespace, kind, remove=remove, wait=wait))
+
+    command.__doc__ = summary
+    return command
+
+
+pause_command = _pause_command(True, "Pause a running experiment: its faults are recovered until `faultmesh resume`.")
+resume_command = _pause_command(
+    False, "Resume a paused experiment: its faults are injected again (while its duration lasts)."
+)
+delete_command = _stop_command(True, "Recover an experiment's faults (verified) and delete it.")
+recover_command = _stop_command(
+    False, "Recover an experiment's faults now (verified) and end it; it stays listed (outcome Recovered)."
+)
 
 
 def halt_command(

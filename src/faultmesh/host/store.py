@@ -25,6 +25,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -236,38 +237,27 @@ schedules_table = Table(
 _HALT_REASON = "halt_reason"
 _HALT_AT = "halt_at"
 _VERSION = "schema_version"
+#: How messages name one row of a table.
+_NOUNS = {experiments_table.name: "experiment", schedules_table.name: "schedule"}
+
+
+# The row dataclasses name each field after the column that stores it, so a row maps to one and back by name.
 
 
 def _experiment(row: Row[Any]) -> ExperimentRow:
-    return ExperimentRow(
-        uid=row.uid,
-        kind=row.kind,
-        namespace=row.namespace,
-        name=row.name,
-        manifest=row.manifest,
-        created_at=row.created_at,
-        paused=bool(row.paused),
-        delete_requested_at=row.delete_requested_at,
-        status=row.status,
-        run_id=row.run_id,
-        owner=row.owner,
-        finished_at=row.finished_at,
-        outcome=row.outcome,
-        reason=row.reason,
-    )
+    return ExperimentRow(**row._asdict())
 
 
 def _schedule(row: Row[Any]) -> ScheduleRow:
-    return ScheduleRow(
-        uid=row.uid,
-        namespace=row.namespace,
-        name=row.name,
-        manifest=row.manifest,
-        created_at=row.created_at,
-        paused=bool(row.paused),
-        status=row.status,
-        owner=row.owner,
-    )
+    return ScheduleRow(**row._asdict())
+
+
+def _values(table: Table, row: ExperimentRow | ScheduleRow) -> dict[str, Any]:
+    return {column.name: getattr(row, column.name) for column in table.columns}
+
+
+def _no_such(table: Table, uid: str) -> NotFoundError:
+    return NotFoundError(f"no {_NOUNS[table.name]} with uid {uid}")
 
 
 def with_pause_annotation(manifest: dict[str, Any], paused: bool) -> dict[str, Any]:
@@ -449,24 +439,7 @@ class Store:
         with self._write() as connection:
             connection.execute(delete(table).where(same_name & table.c.finished_at.is_not(None)))
             try:
-                connection.execute(
-                    insert(table).values(
-                        uid=row.uid,
-                        kind=row.kind,
-                        namespace=row.namespace,
-                        name=row.name,
-                        manifest=row.manifest,
-                        created_at=row.created_at,
-                        paused=row.paused,
-                        delete_requested_at=row.delete_requested_at,
-                        status=row.status,
-                        run_id=row.run_id,
-                        owner=row.owner,
-                        finished_at=row.finished_at,
-                        outcome=row.outcome,
-                        reason=row.reason,
-                    )
-                )
+                connection.execute(insert(table).values(_values(table, row)))
             except IntegrityError as error:
                 if "experiments.uid" in str(error.orig):
                     raise AlreadyExistsError(f"an experiment with uid {row.uid} already exists") from None
@@ -482,33 +455,11 @@ class Store:
     def get(self, kind: str, namespace: str, name: str) -> ExperimentRow:
         """The experiment of that kind (any case), namespace and name, or :class:`NotFoundError`."""
         table = experiments_table
-        with self._read() as connection:
-            found = connection.execute(
-                select(table).where(
-                    (func.lower(table.c.kind) == kind.lower())
-                    & (table.c.namespace == namespace)
-                    & (table.c.name == name)
-                )
-            ).first()
-            if found is not None:
-                return _experiment(found)
-            known = [
-                f"{row.namespace}/{row.name}"
-                for row in connection.execute(
-                    select(table.c.namespace, table.c.name)
-                    .where(func.lower(table.c.kind) == kind.lower())
-                    .order_by(table.c.namespace, table.c.name)
-                )
-            ]
-        hint = f"known: {_known(known)}" if known else f"no {kind.lower()} is recorded"
-        raise NotFoundError(f"{kind.lower()} {namespace}/{name} not found; {hint}")
+        of_kind = func.lower(table.c.kind) == kind.lower()
+        return _experiment(self._get_named(table, kind.lower(), namespace, name, of_kind))
 
     def get_uid(self, uid: str) -> ExperimentRow:
-        with self._read() as connection:
-            found = connection.execute(select(experiments_table).where(experiments_table.c.uid == uid)).first()
-        if found is None:
-            raise NotFoundError(f"no experiment with uid {uid}")
-        return _experiment(found)
+        return _experiment(self._get_uid(experiments_table, uid))
 
     def find(self, name: str, namespace: str | None = None, kind: str | None = None) -> ExperimentRow:
         """The one experiment called ``name``, narrowed by namespace and kind when given.
@@ -553,65 +504,32 @@ class Store:
     def list(self, *, kind: str | None = None, namespace: str | None = None) -> builtins.list[ExperimentRow]:
         """Every experiment (active and finished), newest first."""
         table = experiments_table
-        query = select(table)
+        conditions = []
         if kind is not None:
-            query = query.where(func.lower(table.c.kind) == kind.lower())
+            conditions.append(func.lower(table.c.kind) == kind.lower())
         if namespace is not None:
-            query = query.where(table.c.namespace == namespace)
-        query = query.order_by(table.c.created_at.desc(), text("experiments.rowid DESC"))
-        with self._read() as connection:
-            return [_experiment(row) for row in connection.execute(query)]
-
-    def _update(self, uid: str, **values: Any) -> None:
-        with self._write() as connection:
-            result = connection.execute(
-                update(experiments_table).where(experiments_table.c.uid == uid).values(**values)
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"no experiment with uid {uid}")
+            conditions.append(table.c.namespace == namespace)
+        return [_experiment(row) for row in self._newest_first(table, *conditions)]
 
     def set_status(self, uid: str, status: dict[str, Any]) -> None:
-        self._update(uid, status=status)
+        self._update(experiments_table, uid, status=status)
 
     def set_paused(self, uid: str, paused: bool) -> None:
         """Desired pause state; the manifest's pause annotation follows, so ``get -o yaml`` shows it."""
-        table = experiments_table
-        with self._write() as connection:
-            manifest = connection.execute(select(table.c.manifest).where(table.c.uid == uid)).scalar_one_or_none()
-            if manifest is None:
-                raise NotFoundError(f"no experiment with uid {uid}")
-            connection.execute(
-                update(table)
-                .where(table.c.uid == uid)
-                .values(paused=paused, manifest=with_pause_annotation(manifest, paused))
-            )
+        self._set_paused(experiments_table, uid, paused)
 
     def request_delete(self, uid: str, at: float) -> None:
         """Ask the owner to recover and drop the experiment; the first request's time is kept."""
         table = experiments_table
-        with self._write() as connection:
-            result = connection.execute(
-                update(table)
-                .where(table.c.uid == uid)
-                .values(delete_requested_at=func.coalesce(table.c.delete_requested_at, at))
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"no experiment with uid {uid}")
+        self._update(table, uid, delete_requested_at=func.coalesce(table.c.delete_requested_at, at))
 
     def request_recover(self, uid: str, at: float, reason: str) -> None:
         """Ask the owner to recover the experiment now and end it, keeping it listed (``faultmesh recover``)."""
         table = experiments_table
-        with self._write() as connection:
-            result = connection.execute(
-                update(table)
-                .where(table.c.uid == uid)
-                .values(delete_requested_at=func.coalesce(table.c.delete_requested_at, at), reason=reason)
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"no experiment with uid {uid}")
+        self._update(table, uid, delete_requested_at=func.coalesce(table.c.delete_requested_at, at), reason=reason)
 
     def set_owner(self, uid: str, owner: str) -> None:
-        self._update(uid, owner=owner)
+        self._update(experiments_table, uid, owner=owner)
 
     def claim(self, uid: str, owner: str, *, expected: str = "") -> bool:
         """Become the owner only if the current owner is ``expected``: two drivers cannot both take one experiment."""
@@ -619,7 +537,7 @@ class Store:
         with self._write() as connection:
             current = connection.execute(select(table.c.owner).where(table.c.uid == uid)).one_or_none()
             if current is None:
-                raise NotFoundError(f"no experiment with uid {uid}")
+                raise _no_such(table, uid)
             if current.owner != expected:
                 return False
             connection.execute(update(table).where(table.c.uid == uid).values(owner=owner))
@@ -633,7 +551,7 @@ class Store:
         with self._write() as connection:
             current = connection.execute(select(table.c.finished_at).where(table.c.uid == uid)).one_or_none()
             if current is None:
-                raise NotFoundError(f"no experiment with uid {uid}")
+                raise _no_such(table, uid)
             if current.finished_at is not None:
                 return False
             connection.execute(
@@ -643,10 +561,7 @@ class Store:
 
     def remove(self, uid: str) -> None:
         """Drop the experiment and its events (after its faults are recovered)."""
-        with self._write() as connection:
-            result = connection.execute(delete(experiments_table).where(experiments_table.c.uid == uid))
-            if result.rowcount == 0:
-                raise NotFoundError(f"no experiment with uid {uid}")
+        self._remove(experiments_table, uid)
 
     # -- events -----------------------------------------------------------------------------------------
 
@@ -659,7 +574,7 @@ class Store:
                     insert(events_table).values(uid=uid, at=at, type=type, reason=reason, message=message)
                 )
             except IntegrityError:
-                raise NotFoundError(f"no experiment with uid {uid}") from None
+                raise _no_such(experiments_table, uid) from None
 
     def events(self, uid: str) -> builtins.list[EventRow]:
         """The experiment's events, oldest first."""
@@ -700,18 +615,7 @@ class Store:
         """Record a Schedule; :class:`AlreadyExistsError` if one of that namespace/name exists."""
         with self._write() as connection:
             try:
-                connection.execute(
-                    insert(schedules_table).values(
-                        uid=row.uid,
-                        namespace=row.namespace,
-                        name=row.name,
-                        manifest=row.manifest,
-                        created_at=row.created_at,
-                        paused=row.paused,
-                        status=row.status,
-                        owner=row.owner,
-                    )
-                )
+                connection.execute(insert(schedules_table).values(_values(schedules_table, row)))
             except IntegrityError as error:
                 if "schedules.uid" in str(error.orig):
                     raise AlreadyExistsError(f"a schedule with uid {row.uid} already exists") from None
@@ -720,65 +624,79 @@ class Store:
                 ) from None
 
     def get_schedule(self, namespace: str, name: str) -> ScheduleRow:
-        table = schedules_table
-        with self._read() as connection:
-            found = connection.execute(
-                select(table).where((table.c.namespace == namespace) & (table.c.name == name))
-            ).first()
-            if found is not None:
-                return _schedule(found)
-            known = [
-                f"{row.namespace}/{row.name}"
-                for row in connection.execute(
-                    select(table.c.namespace, table.c.name).order_by(table.c.namespace, table.c.name)
-                )
-            ]
-        hint = f"known: {_known(known)}" if known else "no schedule is recorded"
-        raise NotFoundError(f"schedule {namespace}/{name} not found; {hint}")
+        return _schedule(self._get_named(schedules_table, "schedule", namespace, name))
 
     def get_schedule_uid(self, uid: str) -> ScheduleRow:
-        with self._read() as connection:
-            found = connection.execute(select(schedules_table).where(schedules_table.c.uid == uid)).first()
-        if found is None:
-            raise NotFoundError(f"no schedule with uid {uid}")
-        return _schedule(found)
+        return _schedule(self._get_uid(schedules_table, uid))
 
     def list_schedules(self, *, namespace: str | None = None) -> builtins.list[ScheduleRow]:
         """Every Schedule, newest first."""
         table = schedules_table
-        query = select(table)
-        if namespace is not None:
-            query = query.where(table.c.namespace == namespace)
-        query = query.order_by(table.c.created_at.desc(), text("schedules.rowid DESC"))
-        with self._read() as connection:
-            return [_schedule(row) for row in connection.execute(query)]
-
-    def _update_schedule(self, uid: str, **values: Any) -> None:
-        with self._write() as connection:
-            result = connection.execute(update(schedules_table).where(schedules_table.c.uid == uid).values(**values))
-            if result.rowcount == 0:
-                raise NotFoundError(f"no schedule with uid {uid}")
+        conditions = [] if namespace is None else [table.c.namespace == namespace]
+        return [_schedule(row) for row in self._newest_first(table, *conditions)]
 
     def set_schedule_status(self, uid: str, status: dict[str, Any]) -> None:
-        self._update_schedule(uid, status=status)
+        self._update(schedules_table, uid, status=status)
 
     def set_schedule_owner(self, uid: str, owner: str) -> None:
-        self._update_schedule(uid, owner=owner)
+        self._update(schedules_table, uid, owner=owner)
 
     def set_schedule_paused(self, uid: str, paused: bool) -> None:
-        table = schedules_table
+        self._set_paused(schedules_table, uid, paused)
+
+    def remove_schedule(self, uid: str) -> None:
+        self._remove(schedules_table, uid)
+
+    # -- by table: experiments and schedules are read and written alike -------------------------------------
+
+    def _get_named(self, table: Table, noun: str, namespace: str, name: str, *scope: ColumnElement[bool]) -> Row[Any]:
+        """The row named ``namespace/name`` within ``scope``, or :class:`NotFoundError` listing the names there."""
+        with self._read() as connection:
+            found = connection.execute(
+                select(table).where(*scope, table.c.namespace == namespace, table.c.name == name)
+            ).first()
+            if found is not None:
+                return found
+            known = [
+                f"{row.namespace}/{row.name}"
+                for row in connection.execute(
+                    select(table.c.namespace, table.c.name).where(*scope).order_by(table.c.namespace, table.c.name)
+                )
+            ]
+        hint = f"known: {_known(known)}" if known else f"no {noun} is recorded"
+        raise NotFoundError(f"{noun} {namespace}/{name} not found; {hint}")
+
+    def _get_uid(self, table: Table, uid: str) -> Row[Any]:
+        with self._read() as connection:
+            found = connection.execute(select(table).where(table.c.uid == uid)).first()
+        if found is None:
+            raise _no_such(table, uid)
+        return found
+
+    def _newest_first(self, table: Table, *conditions: ColumnElement[bool]) -> builtins.list[Row[Any]]:
+        query = select(table).where(*conditions).order_by(table.c.created_at.desc(), text(f"{table.name}.rowid DESC"))
+        with self._read() as connection:
+            return builtins.list(connection.execute(query))
+
+    def _update(self, table: Table, uid: str, **values: Any) -> None:
+        with self._write() as connection:
+            result = connection.execute(update(table).where(table.c.uid == uid).values(**values))
+            if result.rowcount == 0:
+                raise _no_such(table, uid)
+
+    def _set_paused(self, table: Table, uid: str, paused: bool) -> None:
         with self._write() as connection:
             manifest = connection.execute(select(table.c.manifest).where(table.c.uid == uid)).scalar_one_or_none()
             if manifest is None:
-                raise NotFoundError(f"no schedule with uid {uid}")
+                raise _no_such(table, uid)
             connection.execute(
                 update(table)
                 .where(table.c.uid == uid)
                 .values(paused=paused, manifest=with_pause_annotation(manifest, paused))
             )
 
-    def remove_schedule(self, uid: str) -> None:
+    def _remove(self, table: Table, uid: str) -> None:
         with self._write() as connection:
-            result = connection.execute(delete(schedules_table).where(schedules_table.c.uid == uid))
+            result = connection.execute(delete(table).where(table.c.uid == uid))
             if result.rowcount == 0:
-                raise NotFoundError(f"no schedule with uid {uid}")
+                raise _no_such(table, uid)

@@ -15,24 +15,21 @@ from urllib.parse import quote
 from .base import (
     ContainerNotFoundError,
     ContainerNotRunningError,
-    ContainerRuntime,
     ContainerRuntimeError,
     RuntimeName,
     SignalLike,
     parse_signal,
     signal_label,
 )
-from .unixhttp import UnixHTTPClient
+from .unixhttp import UnixHTTPRuntime
 
 DEFAULT_SOCKET = Path("/var/run/crio/crio.sock")
 
 
-class CrioRuntime(ContainerRuntime):
+class CrioRuntime(UnixHTTPRuntime):
     name: ClassVar[RuntimeName] = "cri-o"
-
-    def __init__(self, socket: Path = DEFAULT_SOCKET, timeout: float = 10.0) -> None:
-        self.socket = socket
-        self._http = UnixHTTPClient(socket, "CRI-O", timeout)
+    daemon = "CRI-O"
+    default_socket = DEFAULT_SOCKET
 
     def info(self, container_id: str) -> dict[str, object]:
         """CRI-O's info document for the container (name, pid, image, labels, sandbox...)."""

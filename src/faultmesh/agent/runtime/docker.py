@@ -15,24 +15,21 @@ from urllib.parse import quote, urlencode
 from .base import (
     ContainerNotFoundError,
     ContainerNotRunningError,
-    ContainerRuntime,
     ContainerRuntimeError,
     RuntimeName,
     SignalLike,
     parse_signal,
     signal_label,
 )
-from .unixhttp import Response, UnixHTTPClient
+from .unixhttp import Response, UnixHTTPRuntime
 
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
 
 
-class DockerRuntime(ContainerRuntime):
+class DockerRuntime(UnixHTTPRuntime):
     name: ClassVar[RuntimeName] = "docker"
-
-    def __init__(self, socket: Path = DEFAULT_SOCKET, timeout: float = 10.0) -> None:
-        self.socket = socket
-        self._http = UnixHTTPClient(socket, "docker", timeout)
+    daemon = "docker"
+    default_socket = DEFAULT_SOCKET
 
     def _failure(self, container_id: str, reply: Response, doing: str) -> ContainerRuntimeError:
         message = reply.message() or f"HTTP {reply.status}"

@@ -7,9 +7,9 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .base import RuntimeUnavailableError
+from .base import ContainerRuntime, RuntimeUnavailableError
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -78,3 +78,15 @@ class UnixHTTPClient:
             ) from None
         finally:
             connection.close()
+
+
+class UnixHTTPRuntime(ContainerRuntime):
+    """A runtime whose daemon answers HTTP on a unix socket (docker, CRI-O)."""
+
+    #: How messages name the daemon.
+    daemon: ClassVar[str]
+    default_socket: ClassVar[Path]
+
+    def __init__(self, socket: Path | None = None, timeout: float = 10.0) -> None:
+        self.socket = self.default_socket if socket is None else socket
+        self._http = UnixHTTPClient(self.socket, self.daemon, timeout)
