@@ -314,6 +314,10 @@ def pair() -> Iterator[Pair]:
         link = lab.link(ns_a, ns_b)
         other = link.addr_b.rsplit(".", 1)[0] + ".3"
         ns_b.run("ip", "addr", "add", f"{other}/24", "dev", link.if_b)
+        # Fixed neighbour entries: ARP would otherwise cross the faults under test (a lost request leaves the
+        # datagrams queued behind it to be dropped), and a guest stalled past its timers re-resolves mid-count.
+        pin_neighbours(ns_a, link.if_a, ns_b, link.if_b, (link.addr_b, other))
+        pin_neighbours(ns_b, link.if_b, ns_a, link.if_a, (link.addr_a,))
         holders = [subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "3600"]) for ns in (ns_a, ns_b)]
         for holder, ns in zip(holders, (ns_a, ns_b), strict=True):
             deadline = time.monotonic() + 10
@@ -335,6 +339,15 @@ def pair() -> Iterator[Pair]:
             holder.wait()
         errors = lab.close()
     assert errors == [] and lab.residue() == []
+
+
+def pin_neighbours(
+    ns: NetNamespace, device: str, peer_ns: NetNamespace, peer_device: str, addresses: tuple[str, ...]
+) -> None:
+    """Permanent neighbour entries in ``ns`` for the peer's ``addresses``, all at the peer device's MAC."""
+    mac = json.loads(peer_ns.run("ip", "-j", "link", "show", "dev", peer_device).stdout)[0]["address"]
+    for address in addresses:
+        ns.run("ip", "neigh", "replace", address, "lladdr", mac, "dev", device, "nud", "permanent")
 
 
 def kernel_state(ns: NetNamespace) -> dict[str, str]:
