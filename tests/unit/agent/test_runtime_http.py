@@ -169,6 +169,16 @@ def test_a_server_error_is_reported_with_its_message(tmp_path: Path) -> None:
             docker.pid_of("x")
 
 
+def test_a_reply_that_is_not_json_is_named(tmp_path: Path) -> None:
+    def garbled(*_: object) -> Reply:
+        return 200, "application/json", b"<html>proxy error</html>"
+
+    for peer in _serve(Peer(tmp_path / "docker.sock", garbled)):
+        with DockerRuntime(peer.path) as docker, \
+                pytest.raises(ContainerRuntimeError, match=r"docker's inspect of x is not JSON: b'<html>proxy"):
+            docker.pid_of("x")
+
+
 # ---- CRI-O -------------------------------------------------------------------------------------------------
 
 

@@ -47,7 +47,10 @@ class DockerRuntime(UnixHTTPRuntime):
         reply = self._http.request("GET", f"/containers/{quote(bare, safe='')}/json")
         if reply.status != 200:
             raise self._failure(bare, reply, "inspect")
-        document = reply.json()
+        try:
+            document = reply.json()
+        except ValueError:
+            raise ContainerRuntimeError(f"docker's inspect of {bare} is not JSON: {reply.body[:200]!r}") from None
         if not isinstance(document, dict):
             raise ContainerRuntimeError(f"docker's inspect of {bare} is not a JSON object")
         return document
