@@ -36,7 +36,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import queue
 import re
 import secrets
@@ -52,6 +51,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import reporting
 
 from faultmesh.agent.exec import SPAWN_ENV, Executor
 from faultmesh.agent.injections import Engine, InjectionRequest
@@ -520,19 +521,10 @@ class Report:
 
 
 def machine() -> dict[str, str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal:")))
-    os_release = {key: value.strip('"') for key, _, value in
-                  (line.partition("=") for line in Path("/etc/os-release").read_text().splitlines())}
-    return {
-        "cpu": f"{model}, {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))})",
-        "memory": f"{memory_kib / 1024 / 1024:.0f} GiB",
-        "system": f"{os_release.get('PRETTY_NAME', 'Linux')}, Linux {platform.release()}",
-        "python": platform.python_version(),
-        "stress-ng": run(STRESS_NG, "--version", check=False).strip() or "not found",
-    }
+    facts = reporting.machine()
+    facts["cpu"] += f" (nproc {len(os.sched_getaffinity(0))})"
+    facts["stress-ng"] = run(STRESS_NG, "--version", check=False).strip() or "not found"
+    return facts
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -555,16 +547,10 @@ def render(report: Report, runs: int, markdown: bool) -> str:
         recover = ["— (one-shot)", "", ""] if result.one_shot else _ms(result.recover)
         rows.append([result.fault, str(result.steps), result.via, *_ms(result.inject), *recover])
     if markdown:
-        lines.append(f"Latency in ms over {runs} runs (after one warm-up run):")
-        lines.append("")
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|---|---:|---|" + "---:|" * 6)
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += [f"Latency in ms over {runs} runs (after one warm-up run):", ""]
     else:
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines.append(f"latency (ms) over {runs} runs:")
-        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                  for row in [header, *rows]]
+    lines += reporting.table(header, rows, markdown, align="lrlrrrrrr")
     lines.append("")
     bullet = "- " if markdown else ""
     for label, measured in (("idle agent", report.idle), ("after the RPC runs", report.after_runs)):
@@ -573,14 +559,9 @@ def render(report: Report, runs: int, markdown: bool) -> str:
             cpu = (f"CPU over {measured.window:.1f} s: {measured.cpu_ticks_percent:.2f} % of one core by utime+stime "
                    f"({measured.cpu_ticks} ticks), {measured.cpu_schedstat_percent:.3f} % by schedstat")
             lines.append(f"{bullet}{label}: {memory}, {measured.threads} threads; {cpu}")
-    for when, text in report.load.items():
-        lines.append(f"{bullet}load {when}: {text}")
-    if not report.quiet:
-        lines.append(f"{bullet}the machine was not quiet: the 1-minute load average never fell below the limit")
-    lines += [f"{bullet}{key}: {value}" for key, value in report.machine.items()]
-    for result in report.latencies:
-        lines += [f"{bullet}FAILED {result.fault} via {result.via}: {error}" for error in result.errors]
-    lines += [f"{bullet}PROBLEM: {problem}" for problem in report.problems]
+    lines += reporting.conditions(bullet, report.load, report.machine, report.quiet)
+    failures = [f"{result.fault} via {result.via}: {error}" for result in report.latencies for error in result.errors]
+    lines += reporting.outcome(bullet, failures, report.problems)
     return "\n".join(lines)
 
 

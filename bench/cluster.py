@@ -39,7 +39,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -54,6 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import reporting
 
 from faultmesh.controller.informer import Change, Informer
 from faultmesh.controller.kube import (
@@ -650,21 +651,6 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def machine() -> dict[str, str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    memory_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal:")))
-    os_release = {key: value.strip('"') for key, _, value in
-                  (line.partition("=") for line in Path("/etc/os-release").read_text().splitlines())}
-    return {
-        "cpu": f"{model}, {os.cpu_count()} cores",
-        "memory": f"{memory_kib / 1024 / 1024:.0f} GiB",
-        "system": f"{os_release.get('PRETTY_NAME', 'Linux')}, Linux {platform.release()}",
-        "python": platform.python_version(),
-    }
-
-
 def uptime() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
@@ -686,13 +672,8 @@ def render(report: Report, runs: int, markdown: bool) -> str:
                      *_seconds(result.recover), cpu, f"{result.peak_rss_mib:.1f}", f"{result.object_kib:.0f}"])
     lines: list[str] = []
     if markdown:
-        lines += [f"Seconds over {runs} runs (1-pod cases after one untimed warm-up each):", "",
-                  "| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * 7]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                  for row in [header, *rows]]
+        lines += [f"Seconds over {runs} runs (1-pod cases after one untimed warm-up each):", ""]
+    lines += reporting.table(header, rows, markdown, align="lrrrrrrrrr")
     lines.append("")
     bullet = "- " if markdown else ""
     for label, idle in report.idle.items():
@@ -705,11 +686,9 @@ def render(report: Report, runs: int, markdown: bool) -> str:
             lines.append(f"{bullet}{result.case.label}: {result.refilled} killed pods created again in "
                          f"{result.refill_seconds:.1f} s in all (untimed)")
     lines += [f"{bullet}{key}: {value}" for key, value in {**report.settings, **report.setup}.items()]
-    lines += [f"{bullet}load {when}: {text}" for when, text in report.load.items()]
-    lines += [f"{bullet}{key}: {value}" for key, value in report.machine.items()]
-    for result in report.cases:
-        lines += [f"{bullet}FAILED {result.case.label}: {error}" for error in result.errors]
-    lines += [f"{bullet}PROBLEM: {problem}" for problem in report.problems]
+    lines += reporting.conditions(bullet, report.load, report.machine)
+    failures = [f"{result.case.label}: {error}" for result in report.cases for error in result.errors]
+    lines += reporting.outcome(bullet, failures, report.problems)
     profiles = [line for result in report.cases for line in result.profile]
     if profiles:
         lines += ["", "Profiles (py-spy):", ""]
@@ -822,7 +801,7 @@ async def measure(cluster: Cluster, controller: ControllerProcess, workdir: Path
 
 
 def bench(args: argparse.Namespace) -> Report:
-    report = Report(machine())
+    report = Report(reporting.machine())
     report.load["at the start"] = uptime()
     workdir = Path(tempfile.mkdtemp(prefix="fm-bench-cluster-"))
     cluster = Cluster(workdir / "cluster")

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+import reporting
 import yaml
 from agent import (
     PEER_ADDRESS,
@@ -1169,18 +1170,9 @@ def render(report: Report, markdown: bool) -> str:
                 residue_text,
             ]
         )
-    lines = []
     title = f"ms from the command's start, median / worst of {report.runs} runs (after one warm-up):"
-    if markdown:
-        lines += [title, "", "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 5 + "---|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines.append(title)
-        lines += [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in [header, *rows]
-        ]
+    lines = [title, ""] if markdown else [title]
+    lines += reporting.table(header, rows, markdown, align="llrrrrrl")
     lines.append("")
     bullet = "- " if markdown else ""
     for item in report.series:
@@ -1193,13 +1185,9 @@ def render(report: Report, markdown: bool) -> str:
     lines += [f"{bullet}{what}: {value}" for what, value in report.memory.items()]
     lines += [f"{bullet}{phase}: {value} ms (median / worst)" for phase, value in report.phases.items()]
     lines += [f"{bullet}{note}" for note in report.notes]
-    lines += [f"{bullet}load {when}: {text}" for when, text in report.load.items()]
-    if not report.quiet:
-        lines.append(f"{bullet}the machine was not quiet: the 1-minute load average never fell below the limit")
-    lines += [f"{bullet}{key}: {value}" for key, value in report.machine.items()]
-    for item in report.series:
-        lines += [f"{bullet}FAILED {item.fault} by {item.tool}: {error}" for error in item.errors]
-    lines += [f"{bullet}PROBLEM: {problem}" for problem in report.problems]
+    lines += reporting.conditions(bullet, report.load, report.machine, report.quiet)
+    failures = [f"{item.fault} by {item.tool}: {error}" for item in report.series for error in item.errors]
+    lines += reporting.outcome(bullet, failures, report.problems)
     return "\n".join(lines)
 
 

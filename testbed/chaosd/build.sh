@@ -20,70 +20,32 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+build_name=chaosd
+# shellcheck source=../lib/build-common.sh
+source "$here/../lib/build-common.sh"
 
-cache="${FAULTMESH_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/faultmesh/testbed}"
 root="$cache/chaosd/$CHAOSD_VERSION"
 wrapper="$root/src"
 binary="$root/bin/chaosd"
 module=github.com/chaos-mesh/chaosd
 package="$module/cmd"
 
-log() { printf '[chaosd-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-finish() {
-    [ "$print_path" = 0 ] || echo "$binary"
-    exit 0
-}
-
 # Everything runs from main, called on the last line: bash has then read the whole file, so editing
 # this script while a build runs cannot change what the running build does.
 main() {
-    print_path=0
-    for arg in "$@"; do
-        case "$arg" in
-            --path) print_path=1 ;;
-            -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-            *) die "unknown argument '$arg' (see --help)" ;;
-        esac
-    done
-    [ ! -x "$binary" ] || finish
+    parse_path_flag "$@"
+    [ ! -x "$binary" ] || finish_binary
 
     # --- toolchains ----------------------------------------------------------------------------------
-    go_cmd="${GO:-}"
-    if [ -z "$go_cmd" ]; then
-        go_cmd="$(command -v go || true)"
-        [ -n "$go_cmd" ] || { [ -x /usr/local/go/bin/go ] && go_cmd=/usr/local/go/bin/go; } || true
-    fi
-    if [ -z "$go_cmd" ] || ! "$go_cmd" version >/dev/null 2>&1; then
-        log "no Go toolchain found (looked at \$GO, PATH and /usr/local/go/bin/go)"
-        exit 3
-    fi
-    go_version="$("$go_cmd" env GOVERSION)"
-    oldest="$(printf '%s\n%s\n' "$GO_MIN_VERSION" "${go_version#go}" | sort -V | head -n1)"
-    if [ "$oldest" != "$GO_MIN_VERSION" ]; then
-        log "Go $go_version is older than go $GO_MIN_VERSION, which chaosd $CHAOSD_VERSION needs"
-        exit 3
-    fi
+    require_go "$GO_MIN_VERSION" "chaosd $CHAOSD_VERSION"
     if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
         log "no C compiler (${CC:-cc}): chaosd's SQLite driver needs cgo (apt-get install gcc)"
         exit 3
     fi
+    use_go_env 1
+    take_build_lock "$root/build.lock"
+    [ ! -x "$binary" ] || finish_binary
 
-    export GOMODCACHE="$cache/go/mod"
-    export GOCACHE="$cache/go/build"
-    # Never fetch another toolchain; never let a vendor/ or user GOFLAGS change the build.
-    export GOTOOLCHAIN=local
-    export GOFLAGS="-modcacherw -buildvcs=false"
-    export CGO_ENABLED=1
-    mkdir -p "$GOMODCACHE" "$GOCACHE" "$root"
-
-    # One build at a time per version: concurrent sessions wait here instead of racing.
-    exec 9>"$root/build.lock"
-    flock 9
-    [ ! -x "$binary" ] || finish
-
-    go() { nice -n 10 "$go_cmd" "$@"; }
     started=$SECONDS
 
     # --- wrapper module ------------------------------------------------------------------------------
@@ -139,7 +101,7 @@ main() {
     (cd "$wrapper" && go build -trimpath -ldflags "$ldflags" -o "$binary.tmp" "$package")
     mv -f "$binary.tmp" "$binary"
     log "built chaosd $CHAOSD_VERSION in $((SECONDS - started)) s"
-    finish
+    finish_binary
 }
 
 main "$@"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.image import BUSYBOX, ImageSpec, build, debian
+from testbed.node import host
 
 PACKAGES = ("containerd", "runc")
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
@@ -224,10 +225,10 @@ class Containerd:
     def alive(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        if self.daemon_pid is None or _is_gone(self.daemon_pid):
+        if self.daemon_pid is None or host.is_gone(self.daemon_pid):
             return False
         # After a reboot or a crash the PID may belong to someone else: check it is our daemon.
-        return str(self.config_path) in _cmdline(self.daemon_pid)
+        return str(self.config_path) in host.cmdline(self.daemon_pid)
 
     def __enter__(self) -> Containerd:
         return self
@@ -419,7 +420,7 @@ class Containerd:
     def shim_pids(self) -> list[int]:
         """PIDs of containerd-shim processes serving this daemon (found by their -address argument)."""
         found = []
-        for pid, argv in _processes():
+        for pid, argv in host.processes():
             if (
                 argv
                 and argv[0].endswith(("containerd-shim-runc-v2", "containerd-shim"))
@@ -429,20 +430,10 @@ class Containerd:
         return found
 
     def _kill_shims(self) -> None:
-        shims = self.shim_pids()
-        if not shims:
-            return
-        victims = set(shims)
-        for pid in shims:
-            victims |= _descendants(pid)
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _wait_gone(victims, timeout=10)
+        host.kill_tree(self.shim_pids(), timeout=10)
 
     def _mounts(self) -> list[str]:
-        prefix = str(self.workdir) + "/"
-        return [m for m in _mount_points() if m.startswith(prefix) or m == str(self.workdir)]
+        return host.mounts_under(self.workdir)
 
     def _unmount_all(self) -> None:
         for mount_point in sorted(self._mounts(), key=len, reverse=True):
@@ -490,7 +481,7 @@ class Containerd:
         left += [f"shim pid {pid}" for pid in self.shim_pids()]
         left += [
             f"process {pid} {' '.join(argv)[:80]}"
-            for pid, argv in _processes()
+            for pid, argv in host.processes()
             if any(str(self.workdir) in arg for arg in argv)
         ]
         left += [f"mount {m}" for m in self._mounts()]
@@ -514,7 +505,7 @@ def sweep_stale(parent: Path | None = None) -> list[str]:
             daemon = Containerd.attach(workdir)
         except (ContainerdError, ValueError, KeyError):
             continue
-        if daemon.owner_pid is None or not _is_gone(daemon.owner_pid):
+        if daemon.owner_pid is None or not host.is_gone(daemon.owner_pid):
             continue
         try:
             daemon.close()
@@ -532,22 +523,6 @@ def _listdir(path: Path) -> list[Path]:
         return []
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def _processes() -> Iterable[tuple[int, list[str]]]:
-    for entry in _listdir(Path("/proc")):
-        if entry.name.isdigit():
-            argv = _cmdline(int(entry.name))
-            if argv:
-                yield int(entry.name), argv
-
-
 def _arg_after(argv: list[str], flag: str) -> str | None:
     for index, arg in enumerate(argv[:-1]):
         if arg == flag:
@@ -555,56 +530,7 @@ def _arg_after(argv: list[str], flag: str) -> str | None:
     return None
 
 
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in _listdir(Path("/proc")):
-        if entry.name.isdigit():
-            parent = _parent_pid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
-def _is_gone(pid: int) -> bool:
-    """True when the process no longer exists or is a zombie waiting for a parent that is not us."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
 def _wait_gone(pids: Iterable[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = set(pids)
-    while pending:
-        pending = {pid for pid in pending if not _is_gone(pid)}
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise ContainerdError(f"processes {sorted(pending)} survived SIGKILL for {timeout}s")
-        time.sleep(0.05)
-
-
-def _mount_points() -> list[str]:
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 4:
-            points.append(fields[4].replace("\\040", " "))
-    return points
+    left = host.wait_gone(pids, timeout)
+    if left:
+        raise ContainerdError(f"processes {sorted(left)} survived SIGKILL for {timeout}s")

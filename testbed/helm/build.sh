@@ -17,59 +17,23 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+build_name=helm
+# shellcheck source=../lib/build-common.sh
+source "$here/../lib/build-common.sh"
 
-cache="${FAULTMESH_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/faultmesh/testbed}"
 helm_root="$cache/helm/$HELM_VERSION"
 binary="$helm_root/bin/helm"
-
-log() { printf '[helm-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-finish() {
-    [ "$print_path" = 0 ] || echo "$binary"
-    exit 0
-}
 
 # Everything runs from main, called on the last line: bash has then read the whole file, so editing
 # this script while a build runs cannot change what the running build does.
 main() {
-    print_path=0
-    for arg in "$@"; do
-        case "$arg" in
-            --path) print_path=1 ;;
-            -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-            *) log "error: unknown argument '$arg' (known: --path)"; exit 1 ;;
-        esac
-    done
-    [ -x "$binary" ] && finish
+    parse_path_flag "$@"
+    [ ! -x "$binary" ] || finish_binary
 
-    go_cmd="${GO:-}"
-    if [ -z "$go_cmd" ]; then
-        go_cmd="$(command -v go || true)"
-        [ -n "$go_cmd" ] || { [ -x /usr/local/go/bin/go ] && go_cmd=/usr/local/go/bin/go; } || true
-    fi
-    if [ -z "$go_cmd" ] || ! "$go_cmd" version >/dev/null 2>&1; then
-        log "no Go toolchain found (looked at \$GO, PATH and /usr/local/go/bin/go)"
-        exit 3
-    fi
-    go_version="$("$go_cmd" env GOVERSION)"
-    oldest="$(printf '%s\n%s\n' "$HELM_GO_MIN_VERSION" "${go_version#go}" | sort -V | head -n1)"
-    if [ "$oldest" != "$HELM_GO_MIN_VERSION" ]; then
-        log "Go $go_version is older than go $HELM_GO_MIN_VERSION, which helm $HELM_VERSION needs"
-        exit 3
-    fi
-
-    # The module and build caches are the Kubernetes build's: shared dependencies download once.
-    export GOMODCACHE="$cache/go/mod"
-    export GOCACHE="$cache/go/build"
-    export GOTOOLCHAIN=local
-    export GOFLAGS="-modcacherw -buildvcs=false"
-    export CGO_ENABLED=0
-    mkdir -p "$GOMODCACHE" "$GOCACHE" "$helm_root"
-
-    # One helm build at a time per cache: concurrent test sessions wait here instead of racing.
-    exec 9>"$helm_root/build.lock"
-    flock 9
-    [ -x "$binary" ] && finish
+    require_go "$HELM_GO_MIN_VERSION" "helm $HELM_VERSION"
+    use_go_env 0
+    take_build_lock "$helm_root/build.lock"
+    [ ! -x "$binary" ] || finish_binary
 
     started=$SECONDS
     ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
@@ -79,13 +43,12 @@ main() {
     done
     log "building helm $HELM_VERSION (Go $go_version)"
     gobin="$(mktemp -d "$helm_root/.gobin.XXXXXX")"
-    (cd / && GOBIN="$gobin" nice -n 10 "$go_cmd" install -trimpath -ldflags "$ldflags" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+    (cd / && GOBIN="$gobin" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
     mkdir -p "$(dirname "$binary")"
     mv -f "$gobin/helm" "$binary"
     rmdir "$gobin"
     log "built helm in $((SECONDS - started)) s"
-    finish
+    finish_binary
 }
 
 main "$@"

@@ -20,16 +20,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+build_name=kube
+# shellcheck source=../lib/build-common.sh
+source "$here/../lib/build-common.sh"
 
-cache="${FAULTMESH_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/faultmesh/testbed}"
 # Kubernetes commands and etcd come from one wrapper module, so they share the release's dependency
 # versions; kwok is built apart with its own, exactly as its release pins them.
 kube_root="$cache/kube/$KUBE_VERSION"
 wrapper="$kube_root/src"
 kwok_root="$cache/kwok/$KWOK_VERSION"
-
-log() { printf '[kube-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 default_components=(kube-apiserver kubectl etcd kwok kube-scheduler kube-controller-manager)
 all_components=(kube-apiserver kubectl etcd kwok kube-scheduler kube-controller-manager kubelet)
@@ -73,49 +72,22 @@ main() {
         case "$arg" in
             --paths) print_paths=1 ;;
             all) components+=("${all_components[@]}") ;;
-            -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) print_help; exit 0 ;;
             *) package_of "$arg" >/dev/null || die "unknown component '$arg' (known: ${all_components[*]})"
                components+=("$arg") ;;
         esac
     done
     [ "${#components[@]}" -gt 0 ] || components=("${default_components[@]}")
 
-
     todo="$(missing)"
     [ -n "$todo" ] || finish
 
-    # --- Go toolchain --------------------------------------------------------------------------------
-    go_cmd="${GO:-}"
-    if [ -z "$go_cmd" ]; then
-        go_cmd="$(command -v go || true)"
-        [ -n "$go_cmd" ] || { [ -x /usr/local/go/bin/go ] && go_cmd=/usr/local/go/bin/go; } || true
-    fi
-    if [ -z "$go_cmd" ] || ! "$go_cmd" version >/dev/null 2>&1; then
-        log "no Go toolchain found (looked at \$GO, PATH and /usr/local/go/bin/go)"
-        exit 3
-    fi
-    go_version="$("$go_cmd" env GOVERSION)"   # e.g. go1.26.8
-    oldest="$(printf '%s\n%s\n' "$GO_MIN_VERSION" "${go_version#go}" | sort -V | head -n1)"
-    if [ "$oldest" != "$GO_MIN_VERSION" ]; then
-        log "Go $go_version is older than go $GO_MIN_VERSION, which Kubernetes $KUBE_VERSION needs"
-        exit 3
-    fi
-
-    export GOMODCACHE="$cache/go/mod"
-    export GOCACHE="$cache/go/build"
-    # Never fetch another toolchain; never let a vendor/ or user GOFLAGS change the build.
-    export GOTOOLCHAIN=local
-    export GOFLAGS="-modcacherw -buildvcs=false"
-    export CGO_ENABLED=0
-    mkdir -p "$GOMODCACHE" "$GOCACHE"
-
-    # One build at a time per cache: concurrent test sessions wait here instead of racing.
-    exec 9>"$cache/build.lock"
-    flock 9
+    require_go "$GO_MIN_VERSION" "Kubernetes $KUBE_VERSION"
+    use_go_env 0
+    take_build_lock "$cache/build.lock"
     todo="$(missing)"
     [ -n "$todo" ] || finish
 
-    go() { nice -n 10 "$go_cmd" "$@"; }
     started=$SECONDS
 
     needs_wrapper=0

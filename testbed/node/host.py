@@ -44,6 +44,11 @@ def start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
+def is_gone(pid: int) -> bool:
+    """True once `pid` has exited; a zombie counts as gone (only its parent can reap it)."""
+    return start_time(pid) is None
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -89,7 +94,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> set[int]:
     pending = set(pids)
     deadline = time.monotonic() + timeout
     while pending:
-        pending = {pid for pid in pending if start_time(pid) is not None}
+        pending = {pid for pid in pending if not is_gone(pid)}
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -17,7 +17,6 @@ and containerd mounted, deletes the pod cgroups and the bridge, and raises unles
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,17 +105,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def kubelet_binary() -> Path:
@@ -399,7 +387,7 @@ class Node:
             f"{self.pod_subnet}, bridge {self.bridge})")
 
     def _create_bridge(self) -> None:
-        with _locked(ALLOCATION_LOCK):
+        with debian.file_lock(ALLOCATION_LOCK):
             for index in range(256):
                 bridge = f"{BRIDGE_PREFIX}{index}"
                 if not host.link_exists(bridge) and not host.ipv4_prefix_in_use(f"{SUBNET_PREFIX}.{index}."):

@@ -32,16 +32,15 @@ SRC = HERE.parents[1] / "src"
 if str(SRC) not in sys.path:  # the child agent runs with the venv's python; make sure it sees src/
     sys.path.insert(0, str(SRC))
 
+from lab_parts import make_cgroups, processes, remove_cgroups, running  # noqa: E402
+
 from faultmesh.agent import exec as agent_exec  # noqa: E402
-from faultmesh.agent.exec import SPAWN_ENV, Executor  # noqa: E402
+from faultmesh.agent.exec import Executor  # noqa: E402
 from faultmesh.agent.injections import Engine, InjectionRequest, PlannerRegistry  # noqa: E402
 from faultmesh.agent.journal import Journal  # noqa: E402
 from faultmesh.kinds.plan import Exec, Namespace, Plan, Probe, Reap, Spawn, Step, Target  # noqa: E402
 
 NET: tuple[Namespace, ...] = ("net",)
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: Hierarchies the target is placed in: v1 controllers on this machine, and the (empty) unified v2 one.
-CGROUP_HIERARCHIES = ("cpu", "cpuacct", "memory", "pids", "unified")
 SAMPLE_KIND = "FmtSample"
 SPAWN_KIND = "FmtSpawn"
 
@@ -154,14 +153,7 @@ class AgentLab:
         self.sh("iptables", "-w", "-N", "FMT-INIT")
         self.sh("iptables", "-w", "-X", "FMT-INIT")
         self.target_process = subprocess.Popen(["ip", "netns", "exec", self.netns, "sleep", "3600"])
-        for hierarchy in CGROUP_HIERARCHIES:
-            root = CGROUP_ROOT / hierarchy
-            if not (root / "cgroup.procs").exists():
-                continue
-            directory = root / f"fmt-ag-{self.suffix}"
-            directory.mkdir()
-            self.cgroups.append(directory)
-            (directory / "cgroup.procs").write_text(f"{self.target_pid}\n")
+        make_cgroups(f"fmt-ag-{self.suffix}", self.target_pid, self.cgroups)
 
     def sh(self, *argv: str, check: bool = True) -> str:
         """Run a command inside the lab's namespace."""
@@ -174,23 +166,9 @@ class AgentLab:
     def tagged_processes(self) -> list[int]:
         """Live processes spawned for this lab's injections: FAULTMESH_SPAWN names the lab's suffix, or
         they share a process group with one that does (stress-ng's workers overwrite their environment)."""
-        marker = f"{SPAWN_ENV}=".encode()
-        groups: dict[int, int] = {}
-        tagged_groups: set[int] = set()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-                environ = Path(entry.path, "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if fields[0] == "Z":
-                continue
-            groups[int(entry.name)] = int(fields[2])
-            if any(v.startswith(marker) and self.suffix.encode() in v for v in environ):
-                tagged_groups.add(int(fields[2]))
-        return sorted(pid for pid, group in groups.items() if group in tagged_groups)
+        everything = processes()
+        tagged_groups = {p.pgid for p in everything if p.spawn_tag is not None and self.suffix in p.spawn_tag}
+        return sorted(p.pid for p in everything if p.pgid in tagged_groups)
 
     def cgroup_members(self) -> dict[str, list[int]]:
         return {str(d): sorted(int(p) for p in (d / "cgroup.procs").read_text().split()) for d in self.cgroups}
@@ -218,17 +196,7 @@ class AgentLab:
         for pid in self.tagged_processes():
             errors.append(f"spawned process {pid} still alive at teardown")
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        for directory in self.cgroups:
-            while True:
-                try:
-                    directory.rmdir()
-                    break
-                except OSError as error:
-                    if time.monotonic() > deadline:
-                        errors.append(f"cannot remove {directory}: {error}")
-                        break
-                    time.sleep(0.02)
+        errors += remove_cgroups(self.cgroups, timeout=5)
         result = subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True, text=True)
         if result.returncode != 0 and not self.netns_deleted:
             errors.append(f"ip netns del {self.netns}: {result.stderr.strip()}")
@@ -237,13 +205,8 @@ class AgentLab:
 
 @pytest.fixture(name="agent_lab")
 def agent_lab_fixture() -> Iterator[AgentLab]:
-    lab = AgentLab()
-    try:
-        lab.start()
+    with running(AgentLab()) as lab:
         yield lab
-    finally:
-        errors = lab.close()
-    assert errors == [], errors
     assert lab.netns not in _run("ip", "netns", "list")
 
 

@@ -30,16 +30,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testbed.containerd import NetNamespace, NetworkLab, VethLink
+from lab_parts import (
+    CGROUP_ROOT,
+    Proc,
+    kernel_state,
+    make_cgroups,
+    prime_tables,
+    processes,
+    remove_cgroups,
+    running,
+    wait_inside,
+)
+from testbed.containerd import NetworkLab, VethLink
 
 from faultmesh.host.store import ExperimentRow, Store
 
 #: The console script of this venv: the same entry point a user runs.
 FAULTMESH = str(Path(sys.executable).with_name("faultmesh"))
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: Hierarchies the worker gets cgroups of its own in (those this machine has): the CPU it burns is read there.
-CGROUP_HIERARCHIES = ("cpu", "cpuacct", "memory", "pids", "unified")
-SPAWN_ENV = b"FAULTMESH_SPAWN="
 HTTP_PORT = 8080
 #: How long one traffic check waits for the server; a partition drops packets, so it waits this long.
 CONNECT_TIMEOUT = 1.0
@@ -64,42 +71,6 @@ def sh(*argv: str, check: bool = True, timeout: float = 60) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
     return result.stdout
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    pgid: int
-    state: str
-    comm: str
-    cmdline: str
-    netns: int | None
-    spawn_tag: str | None
-
-
-def processes() -> list[Proc]:
-    """Every live (non-zombie) process: its group, command, network namespace inode and spawn tag."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = Path(entry.path, "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        try:
-            netns: int | None = os.stat(Path(entry.path, "ns", "net")).st_ino
-        except OSError:
-            netns = None
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        tag = next((v[len(SPAWN_ENV):].decode(errors="replace") for v in environ if v.startswith(SPAWN_ENV)), None)
-        found.append(Proc(int(entry.name), int(fields[2]), fields[0], comm, cmdline.strip(), netns, tag))
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -208,7 +179,7 @@ class HostLab:
         self.web = self.net.namespace("web")
         self.link: VethLink = self.net.link(self.client, self.web)
         for ns in (self.client, self.web):
-            _prime_tables(ns)
+            prime_tables(ns)
         self.client_holder = self._spawn(["ip", "netns", "exec", self.client.name, "sleep", "3600"])
         self.web_holder = self._spawn(["ip", "netns", "exec", self.web.name, "sleep", "3600"])
         docroot = self.tmp / "www"
@@ -217,14 +188,7 @@ class HostLab:
         self.server = self._spawn(["ip", "netns", "exec", self.web.name, "busybox", "httpd", "-f",
                                    "-p", f"{self.web_address}:{HTTP_PORT}", "-h", str(docroot)])
         self.worker = self._spawn(["sleep", f"3600.{secrets.randbelow(10**6):06d}"])
-        for hierarchy in CGROUP_HIERARCHIES:
-            root = CGROUP_ROOT / hierarchy
-            if not (root / "cgroup.procs").exists():
-                continue
-            directory = root / f"fmt-host-{self.net.tag}"
-            directory.mkdir()
-            self.cgroups.append(directory)
-            (directory / "cgroup.procs").write_text(f"{self.worker.pid}\n")
+        make_cgroups(f"fmt-host-{self.net.tag}", self.worker.pid, self.cgroups)
         self.inventory = self.tmp / "inventory.yaml"
         self.inventory.write_text(
             "targets:\n"
@@ -245,12 +209,8 @@ class HostLab:
         return process
 
     def _wait_entered(self) -> None:
-        """`ip netns exec` joins the namespace after the fork: wait until each holder is inside."""
-        deadline = time.monotonic() + EVENTUALLY
-        for process, ns in ((self.client_holder, self.client), (self.web_holder, self.web), (self.server, self.web)):
-            while os.stat(f"/proc/{process.pid}/ns/net").st_ino != ns.inode():
-                assert time.monotonic() < deadline, f"{process.args!r} did not enter {ns.name}"
-                time.sleep(0.01)
+        placed = ((self.client_holder, self.client), (self.web_holder, self.web), (self.server, self.web))
+        wait_inside(placed, EVENTUALLY)
 
     def close(self) -> list[str]:
         """Remove everything; returns what had to be removed by force (each one a failure of the test)."""
@@ -269,17 +229,7 @@ class HostLab:
         for process in self.started:
             process.kill()
             process.wait()
-        deadline = time.monotonic() + 10
-        for directory in self.cgroups:
-            while True:
-                try:
-                    directory.rmdir()
-                    break
-                except OSError as error:
-                    if time.monotonic() > deadline:
-                        errors.append(f"cannot remove {directory}: {error}")
-                        break
-                    time.sleep(0.05)
+        errors += remove_cgroups(self.cgroups, timeout=10)
         errors += self.net.close()
         errors += [f"left on the host: {item}" for item in self.net.residue()]
         return errors
@@ -419,7 +369,7 @@ spec:
     def kernel_state(self) -> dict[str, str]:
         state: dict[str, str] = {}
         for ns in (self.client, self.web):
-            for key, value in _kernel_state(ns).items():
+            for key, value in kernel_state(ns).items():
                 state[f"{ns.name} {key}"] = value
         return state
 
@@ -476,43 +426,7 @@ spec:
         assert not left, f"watchdogs still running: {left}"
 
 
-def _prime_tables(ns: NetNamespace) -> None:
-    """Create the iptables tables and chains a fault touches before the "before" snapshot.
-
-    The first iptables command in a namespace creates them and none removes them; they hold no rule and
-    accept everything, as in any namespace whose network was ever set up with iptables.
-    """
-    for binary in ("iptables", "ip6tables"):
-        for table, chain in (("filter", "INPUT"), ("filter", "OUTPUT"), ("mangle", "POSTROUTING")):
-            ns.run(binary, "-w", "5", "-t", table, "-I", chain, "-j", "ACCEPT")
-            ns.run(binary, "-w", "5", "-t", table, "-D", chain, "-j", "ACCEPT")
-
-
-def _kernel_state(ns: NetNamespace) -> dict[str, str]:
-    """iptables, nft, ipset and tc in one namespace, with traffic counters and hash seeds left out."""
-    state: dict[str, str] = {}
-    for command in ("iptables-save", "ip6tables-save"):
-        text = ns.run(command).stdout
-        state[command] = "\n".join(
-            re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if not line.startswith("#")
-        )
-    state["nft"] = re.sub(r"packets \d+ bytes \d+", "", ns.run("nft", "list", "ruleset").stdout)
-    # A set's hash seed (initval) is random: a set made again is the same set.
-    state["ipset"] = re.sub(r" initval 0x[0-9a-f]+", "", ns.run("ipset", "list").stdout)
-    state["qdisc"] = ns.run("tc", "-j", "qdisc", "show").stdout
-    for link in json.loads(ns.run("ip", "-j", "link", "show").stdout):
-        state[f"class {link['ifname']}"] = ns.run("tc", "class", "show", "dev", link["ifname"]).stdout
-        state[f"filter {link['ifname']}"] = ns.run("tc", "filter", "show", "dev", link["ifname"]).stdout
-    return state
-
-
 @pytest.fixture(name="host_lab")
 def host_lab_fixture(tmp_path: Path) -> Iterator[HostLab]:
-    lab = HostLab(tmp_path)
-    errors: list[str] = []
-    try:
-        lab.start()
+    with running(HostLab(tmp_path)) as lab:
         yield lab
-    finally:
-        errors = lab.close()
-    assert errors == [], errors

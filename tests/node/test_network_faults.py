@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -23,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from lab_parts import kernel_state, prime_tables, wait_inside
 from testbed.containerd import NetNamespace, NetworkLab
 
 from faultmesh.agent.exec import Executor, Scope
@@ -215,51 +214,14 @@ def pair(lab: NetworkLab) -> Iterator[Pair]:
                 (ns_a, ns_b), (link.if_a, link.if_b), (link.addr_a, link.addr_b), holders, strict=True
             )
         ]
-        _wait_inside(holders, (ns_a, ns_b))
-        _prime_tables(ns_a)
-        _prime_tables(ns_b)
+        wait_inside(zip(holders, (ns_a, ns_b), strict=True), timeout=5)
+        prime_tables(ns_a)
+        prime_tables(ns_b)
         yield Pair(*pods)
     finally:
         for holder in holders:
             holder.kill()
             holder.wait()
-
-
-def _wait_inside(holders: list[subprocess.Popen[bytes]], namespaces: tuple[NetNamespace, ...]) -> None:
-    deadline = time.monotonic() + 5
-    for holder, ns in zip(holders, namespaces, strict=True):
-        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino != ns.inode():
-            assert time.monotonic() < deadline, f"process {holder.pid} did not enter {ns.name}"
-            time.sleep(0.01)
-
-
-def _prime_tables(ns: NetNamespace) -> None:
-    """Make the iptables tables and base chains a fault touches exist before the "before" snapshot.
-
-    The first iptables command in a namespace creates them and no iptables command removes them; they
-    hold no rule and accept everything, as in any pod whose network was set up with iptables.
-    """
-    for binary in ("iptables", "ip6tables"):
-        for table, chain in (("filter", "INPUT"), ("filter", "OUTPUT"), ("mangle", "POSTROUTING")):
-            ns.run(binary, "-w", "5", "-t", table, "-I", chain, "-j", "ACCEPT")
-            ns.run(binary, "-w", "5", "-t", table, "-D", chain, "-j", "ACCEPT")
-
-
-def kernel_state(ns: NetNamespace) -> dict[str, str]:
-    """Everything a network fault may change in a namespace, with traffic counters and dates taken out."""
-    state: dict[str, str] = {}
-    for command in ("iptables-save", "ip6tables-save"):
-        text = ns.run(command).stdout
-        state[command] = "\n".join(
-            re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if not line.startswith("#")
-        )
-    state["nft"] = ns.run("nft", "list", "ruleset").stdout
-    state["ipset"] = ns.run("ipset", "list").stdout
-    state["qdisc"] = ns.run("tc", "-j", "qdisc", "show").stdout
-    for link in json.loads(ns.run("ip", "-j", "link", "show").stdout):
-        state[f"class {link['ifname']}"] = ns.run("tc", "class", "show", "dev", link["ifname"]).stdout
-        state[f"filter {link['ifname']}"] = ns.run("tc", "filter", "show", "dev", link["ifname"]).stdout
-    return state
 
 
 class Agent:

@@ -119,10 +119,24 @@ def created_now() -> float:
     return dt.datetime(2027, 1, 15, 8, 0, 0, tzinfo=dt.UTC).timestamp()
 
 
+def web_and_db() -> Pods:
+    return Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
+
+
+def after_two_passes(obj: dict[str, Any], pods: Pods) -> tuple[Api, Agents, Reconciler]:
+    """A reconciler 5 s after the experiment's creation, through its first two passes over ``obj``: the first
+    adds the finalizer, the second selects the targets and injects."""
+    api, agents = Api(), Agents()
+    reconciler = make(api, agents, pods, created_now() + 5)
+    run(reconciler, obj)
+    run(reconciler, obj)
+    return api, agents, reconciler
+
+
 def test_first_pass_adds_the_finalizer_and_nothing_else() -> None:
     api, agents = Api(), Agents()
     obj = partition()
-    run(make(api, agents, Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))), obj)
+    run(make(api, agents, web_and_db()), obj)
     assert obj["metadata"]["finalizers"] == [FINALIZER]
     assert api.reasons() == ["FinalizerInited"]
     assert agents.applied == {}
@@ -131,7 +145,7 @@ def test_first_pass_adds_the_finalizer_and_nothing_else() -> None:
 def test_selects_applies_both_sides_and_writes_chaos_mesh_status() -> None:
     api, agents = Api(), Agents()
     obj = partition()
-    reconciler = make(api, agents, Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2")), created_now() + 5)
+    reconciler = make(api, agents, web_and_db(), created_now() + 5)
     run(reconciler, obj)
     outcome = run(reconciler, obj)
     assert not outcome.retry
@@ -149,7 +163,7 @@ def test_selects_applies_both_sides_and_writes_chaos_mesh_status() -> None:
 def test_duration_elapsed_recovers_and_reports_time_up() -> None:
     api, agents = Api(), Agents()
     obj = partition(duration="30s")
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
+    pods = web_and_db()
     run(make(api, agents, pods, created_now() + 1), obj)
     outcome = run(make(api, agents, pods, created_now() + 1), obj)
     assert outcome.recheck_in == 29
@@ -161,12 +175,8 @@ def test_duration_elapsed_recovers_and_reports_time_up() -> None:
 
 
 def test_deletion_recovers_then_releases_the_finalizer() -> None:
-    api, agents = Api(), Agents()
     obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    api, agents, reconciler = after_two_passes(obj, web_and_db())
     obj["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:10Z"
     run(reconciler, obj)
     assert agents.applied == {}
@@ -175,12 +185,8 @@ def test_deletion_recovers_then_releases_the_finalizer() -> None:
 
 
 def test_an_unreachable_agent_keeps_the_finalizer_and_retries() -> None:
-    api, agents = Api(), Agents()
     obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    api, agents, reconciler = after_two_passes(obj, web_and_db())
     agents.unreachable = True
     obj["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:10Z"
     outcome = run(reconciler, obj)
@@ -194,12 +200,8 @@ def test_an_unreachable_agent_keeps_the_finalizer_and_retries() -> None:
 
 
 def test_a_vanished_pod_counts_as_recovered() -> None:
-    api, agents = Api(), Agents()
-    obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    obj, pods = partition(), web_and_db()
+    _, agents, reconciler = after_two_passes(obj, pods)
     del pods.by_key["shop/db"]
     obj["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:10Z"
     run(reconciler, obj)
@@ -208,12 +210,8 @@ def test_a_vanished_pod_counts_as_recovered() -> None:
 
 
 def test_a_fault_the_agent_lost_is_injected_again() -> None:
-    api, agents = Api(), Agents()
     obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    _, agents, reconciler = after_two_passes(obj, web_and_db())
     agents.lost = {"u-1/./shop/web"}
     del agents.applied["u-1/./shop/web"]
     agents.lost = set()
@@ -224,12 +222,8 @@ def test_a_fault_the_agent_lost_is_injected_again() -> None:
 
 
 def test_pause_recovers_and_resume_injects_again() -> None:
-    api, agents = Api(), Agents()
     obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    api, agents, reconciler = after_two_passes(obj, web_and_db())
     obj["metadata"]["annotations"] = {"experiment.chaos-mesh.org/pause": "true"}
     run(reconciler, obj)
     assert agents.applied == {}
@@ -241,7 +235,6 @@ def test_pause_recovers_and_resume_injects_again() -> None:
 
 
 def test_pod_kill_deletes_once_and_is_never_repeated() -> None:
-    api, agents = Api(), Agents()
     obj = {
         "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
         "metadata": {"name": "kill", "namespace": "shop", "uid": "u-2", "creationTimestamp": "2027-01-15T08:00:00Z",
@@ -249,10 +242,7 @@ def test_pod_kill_deletes_once_and_is_never_repeated() -> None:
         "spec": {"action": "pod-kill", "mode": "one", "gracePeriod": 5,
                  "selector": {"namespaces": ["shop"], "labelSelectors": {"app": "web"}}},
     }
-    pods = Pods(pod("web", "10.0.0.1"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    api, _, reconciler = after_two_passes(obj, Pods(pod("web", "10.0.0.1")))
     obj["metadata"]["annotations"] = {"experiment.chaos-mesh.org/pause": "true"}
     run(reconciler, obj)
     run(reconciler, obj)
@@ -272,12 +262,8 @@ def test_nothing_selected_is_a_failed_event_and_a_retry() -> None:
 
 
 def test_force_clean_annotation_releases_without_recovery() -> None:
-    api, agents = Api(), Agents()
     obj = partition()
-    pods = Pods(pod("web", "10.0.0.1"), pod("db", "10.0.0.2"))
-    reconciler = make(api, agents, pods, created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    _, agents, reconciler = after_two_passes(obj, web_and_db())
     agents.unreachable = True
     obj["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:10Z"
     obj["metadata"]["annotations"] = {"chaos-mesh.chaos-mesh.org/cleanFinalizer": "forced"}
@@ -286,14 +272,11 @@ def test_force_clean_annotation_releases_without_recovery() -> None:
 
 
 def test_pod_kill_without_a_grace_period_deletes_at_once_as_chaos_mesh_does() -> None:
-    api, agents = Api(), Agents()
     obj = {
         "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
         "metadata": {"name": "kill", "namespace": "shop", "uid": "u-3", "creationTimestamp": "2027-01-15T08:00:00Z"},
         "spec": {"action": "pod-kill", "mode": "one", "selector": {"namespaces": ["shop"],
                                                                     "labelSelectors": {"app": "web"}}},
     }
-    reconciler = make(api, agents, Pods(pod("web", "10.0.0.1")), created_now() + 5)
-    run(reconciler, obj)
-    run(reconciler, obj)
+    api, _, _ = after_two_passes(obj, Pods(pod("web", "10.0.0.1")))
     assert api.killed == [("shop", "web", 0)]
