@@ -20,7 +20,15 @@ from testbed.image import PAUSE
 from testbed.node import TAINT_KEY
 
 from faultmesh.controller.kube import PODS, Kube, KubeError
-from faultmesh.controller.podactions import Outcome, fail_pod, image_annotation_key, kill_pod, restore_pod
+from faultmesh.controller.podactions import (
+    Outcome,
+    fail_pod,
+    image_annotation_key,
+    kill_pod,
+    plan_restore,
+    restore_pod,
+    swap_basis,
+)
 
 from . import test_real_node
 from .test_real_node import BUSYBOX, POD_TIMEOUT_S, RealCluster
@@ -162,10 +170,14 @@ def test_pod_failure_runs_the_pause_image_then_restores_the_originals(real: Real
     first_container = container_status(pod, "main")["containerID"]
     assert "sleep 3600" in processes(real, pod_namespace, "web")
 
-    def fail() -> Outcome:
-        return api(real, lambda kube: fail_pod(kube, pod_namespace, "web", chaos_name=CHAOS, pause_image=PAUSE.name))
+    def fail(watched: dict[str, Any] | None = None) -> Outcome:
+        return api(real, lambda kube: fail_pod(kube, pod_namespace, "web", chaos_name=CHAOS, pause_image=PAUSE.name,
+                                               watched=watched))
 
-    assert fail() is Outcome.CHANGED
+    # As the controller does: planned from a watched copy (here the pod as read once Ready).
+    assert fail(swap_basis(pod)) is Outcome.CHANGED
+    # That copy is stale now: its patch is refused, and the pod, read again, needs nothing more.
+    assert fail(swap_basis(pod)) is Outcome.UNCHANGED
     assert fail() is Outcome.UNCHANGED
     failed = get_pod(real, pod_namespace, "web")
     assert failed is not None
@@ -193,10 +205,17 @@ def test_pod_failure_runs_the_pause_image_then_restores_the_originals(real: Real
     assert "trap 'exit 0' TERM INT" in running and "sleep 3600" in running  # pause's loop, not our command
     assert "exec sleep 3600" in running  # our args reach the pause loop only as its unused arguments
 
-    def restore() -> Outcome:
-        return api(real, lambda kube: restore_pod(kube, pod_namespace, "web", chaos_name=CHAOS))
+    def restore(watched: dict[str, Any] | None = None) -> Outcome:
+        return api(real, lambda kube: restore_pod(kube, pod_namespace, "web", chaos_name=CHAOS, watched=watched))
 
-    assert restore() is Outcome.CHANGED
+    # The kubelet has changed the pod's status since `failed` was read: a patch planned from that copy is refused
+    # whole by the server (the guard a watched copy relies on), and restore_pod then reads and plans again.
+    stale = swap_basis(failed)
+    stale_patch = plan_restore(stale, CHAOS).operations(stale["metadata"]["resourceVersion"], has_annotations=True)
+    with pytest.raises(KubeError) as refused:
+        api(real, lambda kube: kube.json_patch(PODS, "web", stale_patch, pod_namespace))
+    assert refused.value.status == 409
+    assert restore(stale) is Outcome.CHANGED
     assert restore() is Outcome.UNCHANGED
     restored = get_pod(real, pod_namespace, "web")
     assert restored is not None

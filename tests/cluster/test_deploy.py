@@ -10,6 +10,7 @@ helm is built from its Go module by testbed/helm/build.sh (cached like the Kuber
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import importlib.util
@@ -237,6 +238,7 @@ VALUE_SETS = {
         "--set", "controller.workers=8", "--set", "controller.faultLeaseSeconds=60",
         "--set", "agent.runtime=cri-o", "--set", "agent.socketPath=/var/run/crio/crio.sock",
     ],
+    "controller-keeps-webhook-certs": ["--set", "certs.mode=controller"],
 }
 
 
@@ -304,8 +306,10 @@ def test_chart_values_reach_the_workloads(helm: Path, tmp_path: Path) -> None:
         (["--set", "agent.runtime=rkt"], "at '/agent/runtime': value must be one of"),
         (["--set", "controller.replicas=0"], "at '/controller/replicas'"),
         (["--set", "certs.mode=manual"], "at '/certs/mode': value must be one of"),
+        (["--set", "certs.mode=controller", "--set", "certs.webhookCABundle=x"],
+         "certs.webhookCABundle: with certs.mode=controller the controller writes the webhooks' CA itself"),
     ],
-    ids=["no-workers", "secret-mode-without-ca", "unknown-runtime", "no-replicas", "cert-mode"],
+    ids=["no-workers", "secret-mode-without-ca", "unknown-runtime", "no-replicas", "cert-mode", "controller-and-ca"],
 )
 def test_chart_refuses_broken_values_naming_them(helm: Path, options: list[str], message: str) -> None:
     result = helm_template(helm, "faultmesh", "faultmesh", *options)
@@ -353,14 +357,47 @@ def test_chart_certificates_chain_and_match_the_ca_bundle(helm: Path) -> None:
     assert len(checksums) == 1
 
 
+def test_chart_controller_mode_leaves_the_webhook_certificates_to_the_controller(helm: Path) -> None:
+    documents = {key(doc): doc for doc in render(helm, "x", "chaos", "--set", "certs.mode=controller")}
+    configurations = sorted(name for kind, name in documents if "WebhookConfiguration" in kind)
+    assert configurations == ["x-faultmesh-mutation", "x-faultmesh-validate-auth", "x-faultmesh-validation"]
+    for name in configurations:
+        doc = next(d for (kind, n), d in documents.items() if n == name and "Webhook" in kind)
+        assert all("caBundle" not in webhook["clientConfig"] for webhook in doc["webhooks"])
+    # The agents' certificates are still the chart's; the webhook's Secret is the controller's to write.
+    assert sorted(name for kind, name in documents if kind == "Secret") == [
+        "x-faultmesh-agent-certs", "x-faultmesh-agent-client-certs"]
+    pod = documents["Deployment", "x-faultmesh-controller"]["spec"]["template"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert {"--webhook-cert-dir=/etc/faultmesh/webhook", "--webhook-service=x-faultmesh-controller",
+            "--webhook-secret=x-faultmesh-webhook-certs"} <= set(args)
+    assert sorted(a.split("=", 1)[1] for a in args if a.startswith("--webhook-configuration=")) == configurations
+    assert not any(a.startswith(("--webhook-cert=", "--webhook-key=")) for a in args)
+    assert ("Service", "x-faultmesh-controller") in documents
+    assert {"name": "webhook-certs", "emptyDir": {}} in pod["spec"]["volumes"]
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "webhook-certs")
+    assert mount["readOnly"] is False  # the root filesystem is read-only: the copy lives here
+    assert "checksum/certs" in pod["metadata"]["annotations"]  # the agent client certificate is still the chart's
+    rule = next(r for r in documents["ClusterRole", "x-faultmesh-controller"]["rules"]
+                if r["apiGroups"] == ["admissionregistration.k8s.io"])
+    assert sorted(rule["resourceNames"]) == configurations
+    assert rule["verbs"] == ["get", "patch"]
+    assert not any("admissionregistration.k8s.io" in r["apiGroups"]
+                   for r in render_rules(helm, "x", "chaos")), "only certs.mode=controller may patch webhooks"
+
+
+def render_rules(helm: Path, release: str, namespace: str, *options: str) -> list[dict[str, Any]]:
+    documents = render(helm, release, namespace, *options)
+    return [rule for doc in documents if doc["kind"] == "ClusterRole" for rule in doc["rules"]]
+
+
 # --------------------------------------------------------------------------------------------- RBAC
 
 
-@pytest.fixture
-def rbac_installed(cluster: Cluster, helm: Path, namespace: str) -> Iterator[tuple[str, str]]:
-    """The chart's ServiceAccounts and RBAC applied for real, under a release name of this test's own."""
-    release = f"rbac-{hashlib.sha1(namespace.encode()).hexdigest()[:6]}"
-    documents = [doc for doc in render(helm, release, namespace)
+@contextlib.contextmanager
+def chart_rbac(cluster: Cluster, helm: Path, namespace: str, release: str, *options: str) -> Iterator[tuple[str, str]]:
+    """The chart's ServiceAccounts and RBAC applied for real; the controller's and the agent's user names."""
+    documents = [doc for doc in render(helm, release, namespace, *options)
                  if doc["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}]
     try:
         cluster.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents))
@@ -371,6 +408,13 @@ def rbac_installed(cluster: Cluster, helm: Path, namespace: str) -> Iterator[tup
             if doc["kind"].startswith("Cluster"):
                 cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found",
                                 check=False)
+
+
+@pytest.fixture
+def rbac_installed(cluster: Cluster, helm: Path, namespace: str) -> Iterator[tuple[str, str]]:
+    """The chart's RBAC with the default values, under a release name of this test's own."""
+    with chart_rbac(cluster, helm, namespace, f"rbac-{hashlib.sha1(namespace.encode()).hexdigest()[:6]}") as users:
+        yield users
 
 
 def can_i(cluster: Cluster, user: str, verb: str, resource: str, namespace: str | None,
@@ -426,3 +470,23 @@ def test_rbac_grants_the_controller_and_agent_what_they_need_and_no_more(
              for user, verb, resource, ns, sub in rows
              if can_i(cluster, user, verb, resource, ns, sub) != expected]
     assert not wrong
+
+
+def test_rbac_lets_a_controller_keeping_its_certificates_patch_its_webhooks_only(
+    cluster: Cluster, helm: Path, namespace: str
+) -> None:
+    release = f"rbacc-{hashlib.sha1(namespace.encode()).hexdigest()[:6]}"
+    with chart_rbac(cluster, helm, namespace, release, "--set", "certs.mode=controller") as (controller, _):
+        granted = [(verb, f"{kind}/{release}-faultmesh-{suffix}") for verb in ("get", "patch")
+                   for kind, suffix in (("mutatingwebhookconfigurations", "mutation"),
+                                        ("validatingwebhookconfigurations", "validation"),
+                                        ("validatingwebhookconfigurations", "validate-auth"))]
+        refused = [("patch", "mutatingwebhookconfigurations/someone-elses"), ("list", "mutatingwebhookconfigurations"),
+                   ("delete", f"validatingwebhookconfigurations/{release}-faultmesh-validation"),
+                   ("create", "validatingwebhookconfigurations")]
+        wrong = [f"{'refused' if expected else 'granted'}: {verb} {what}"
+                 for expected, rows in ((True, granted), (False, refused)) for verb, what in rows
+                 if can_i(cluster, controller, verb, what, None) != expected]
+        assert not wrong
+        assert can_i(cluster, controller, "create", "secrets", namespace)
+        assert can_i(cluster, controller, "update", "secrets", namespace)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from faultmesh.agent.rpc.tls import Issued, issue, make_ca
 
-from .kube import Kube
+from .kube import Kube, KubeError, WebhookKind
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
@@ -45,6 +45,9 @@ SERVING_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
 
 CA_COMMON_NAME = "faultmesh webhook CA"
+#: The serving certificate's subject when no host name is short enough for it.
+SERVING_COMMON_NAME = "faultmesh webhook"
+MAX_COMMON_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -132,23 +135,24 @@ def ensure_serving_cert(
     replaced_ca_pem: bytes | None = None
     ca_reason = _ca_reason(ca, now, renew_before + validity)
     if ca is None or ca_reason:
-        replaced_ca_pem = ca.cert_pem if ca else None
+        # A CA certificate whose key is gone (a Secret made elsewhere) may still sign what other servers present.
+        replaced_ca_pem = ca.cert_pem if ca else _readable_certificate(directory / CA_CERT_FILE)
         ca = make_ca(CA_COMMON_NAME, validity=ca_validity)
-        _write_atomic(directory / CA_KEY_FILE, ca.key_pem, private=True)
-        _write_atomic(directory / CA_CERT_FILE, ca.cert_pem, private=False)
+        write_atomic(directory / CA_KEY_FILE, ca.key_pem, private=True)
+        write_atomic(directory / CA_CERT_FILE, ca.cert_pem, private=False)
         renewed = f"CA and certificate ({ca_reason or 'no CA yet'})"
 
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     reason = renewed or _serving_reason(cert_path, key_path, ca.cert_pem, hosts, now, renew_before)
     if reason:
-        serving = issue(ca, hosts[0], server=True, hosts=hosts, validity=validity)
+        serving = issue(ca, _common_name(hosts), server=True, hosts=hosts, validity=validity)
         # Key first: a reader that sees the new certificate must find its key already there.
-        _write_atomic(key_path, serving.key_pem, private=True)
-        _write_atomic(cert_path, serving.cert_pem, private=False)
+        write_atomic(key_path, serving.key_pem, private=True)
+        write_atomic(cert_path, serving.cert_pem, private=False)
         renewed = renewed or f"certificate ({reason})"
 
     bundle = _bundle(ca.cert_pem, replaced_ca_pem, directory / CA_BUNDLE_FILE, now)
-    _write_atomic(directory / CA_BUNDLE_FILE, bundle, private=False)
+    write_atomic(directory / CA_BUNDLE_FILE, bundle, private=False)
     not_after = x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
     return ServingCert(directory, cert_path, key_path, bundle, not_after, renewed)
 
@@ -165,6 +169,38 @@ async def inject_ca_bundle(
         if await kube.set_webhook_ca_bundle("validating", name, ca_bundle):
             changed.append(f"validatingwebhookconfiguration/{name}")
     return changed
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What :func:`inject_ca_bundle_by_name` did: configurations it changed, and names it found as neither kind."""
+
+    changed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+async def inject_ca_bundle_by_name(kube: Kube, ca_bundle: bytes, names: Iterable[str]) -> Injection:
+    """Write ``ca_bundle`` into the webhook configurations called ``names``, mutating or validating.
+
+    A name is looked up as both kinds (it may be both); one that is neither is reported, not an error:
+    configurations are often applied after the controller starts.
+    """
+    changed: list[str] = []
+    missing: list[str] = []
+    kinds: tuple[WebhookKind, ...] = ("mutating", "validating")
+    for name in names:
+        found = False
+        for kind in kinds:
+            try:
+                if await kube.set_webhook_ca_bundle(kind, name, ca_bundle):
+                    changed.append(f"{kind}webhookconfiguration/{name}")
+                found = True
+            except KubeError as error:
+                if error.status != 404:
+                    raise
+        if not found:
+            missing.append(name)
+    return Injection(tuple(changed), tuple(missing))
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -185,6 +221,12 @@ def _names_of(cert: x509.Certificate) -> set[str]:
     found = set(names.get_values_for_type(x509.DNSName))
     found.update(str(address) for address in names.get_values_for_type(x509.IPAddress))
     return found
+
+
+def _common_name(hosts: tuple[str, ...]) -> str:
+    # Clients match the SAN names; the subject only needs one, and X.509 caps it at 64 characters, which
+    # "<service>.<namespace>.svc" can pass.
+    return next((host for host in hosts if len(host) <= MAX_COMMON_NAME), SERVING_COMMON_NAME)
 
 
 def _canonical(host: str) -> str:
@@ -228,6 +270,15 @@ def _read_issued(cert_path: Path, key_path: Path) -> Issued | None:
     return issued
 
 
+def _readable_certificate(path: Path) -> bytes | None:
+    try:
+        pem = path.read_bytes()
+        x509.load_pem_x509_certificate(pem)
+    except (OSError, ValueError):
+        return None
+    return pem
+
+
 def _ca_reason(ca: Issued | None, now: datetime.datetime, needed: datetime.timedelta) -> str | None:
     if ca is None:
         return None
@@ -259,8 +310,11 @@ def _bundle(ca_pem: bytes, replaced_ca_pem: bytes | None, bundle_path: Path, now
     return current + b"\n"
 
 
-def _write_atomic(path: Path, data: bytes, *, private: bool) -> None:
-    # Readers (the server reloading its certificate) never see a half-written file.
+def write_atomic(path: Path, data: bytes, *, private: bool) -> None:
+    """Replace ``path`` with ``data`` in one step (mode 0600 if ``private``, else 0644).
+
+    Readers (the server reloading its certificate) never see a half-written file.
+    """
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o600 if private else 0o644)

@@ -704,16 +704,16 @@ class Kube:
         """
         items: list[dict[str, Any]] = []
         token: str | None = None
+        limit: int | None = page_size
         while True:
             try:
                 page = await self.list_page(resource, namespace, label_selector=label_selector,
-                                            field_selector=field_selector, limit=page_size, continue_token=token)
+                                            field_selector=field_selector, limit=limit, continue_token=token)
             except KubeError as error:
                 if error.status != 410 or token is None:
                     raise
-                items, token = [], None
-                page = await self.list_page(resource, namespace, label_selector=label_selector,
-                                            field_selector=field_selector)
+                items, token, limit = [], None, None
+                continue
             items.extend(page.get("items") or ())
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or None

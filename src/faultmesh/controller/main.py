@@ -1,8 +1,9 @@
 """``faultmesh controller``: the cluster front end as one process.
 
-Every replica serves the admission webhooks (when given a certificate) and metrics; the one that holds the
-``coordination.k8s.io`` Lease also runs the reconcilers: informers over pods and every experiment kind, a
-work queue with backoff, the agents' owner leases kept alive, and :class:`~.reconciler.Reconciler` passes.
+Every replica serves the admission webhooks (on certificate files given, or on certificates it keeps itself:
+:mod:`.certrotation`) and metrics; the one that holds the ``coordination.k8s.io`` Lease also runs the
+reconcilers: informers over pods and every experiment kind, a work queue with backoff, the agents' owner
+leases kept alive, and :class:`~.reconciler.Reconciler` passes.
 
 Agent leases are owned by the controller *deployment* (``faultmesh-controller/<namespace>``), not a
 replica: a new leader renews what the last one applied, so a failover does not recover running faults;
@@ -35,11 +36,14 @@ from faultmesh.selection import Inventory, Namespace, Pod, Scope, parse_namespac
 
 from . import podactions
 from .agents import DEFAULT_AGENT_PORT, AgentPool, AgentUnavailableError
+from .certreload import RELOAD_INTERVAL_S
+from .certrotation import SelfManagedCerts, WebhookCertOptionError, kept_certificates, webhook_cert_options
 from .election import LeaderElector
 from .informer import Change, Informer
 from .kube import DEFAULT_BURST, DEFAULT_QPS, NAMESPACES, PODS, Kube, KubeError, ResourceType, chaos_resource
 from .metrics import ControllerMetrics, Sources, chaos_status, serve_metrics
 from .reconciler import Outcome, Reconciler
+from .recordindex import RecordIndex, record_pod_key
 from .workqueue import WorkQueue, run_workers
 
 log = logging.getLogger("faultmesh.controller")
@@ -71,6 +75,9 @@ class ControllerConfig:
     metrics_port: int | None = 10080
     webhook_cert: Path | None = None
     webhook_key: Path | None = None
+    #: Instead of the two files: certificates the controller keeps itself (``--webhook-cert-dir``).
+    webhook_certs: SelfManagedCerts | None = None
+    webhook_cert_reload_interval: float = RELOAD_INTERVAL_S
     webhook_port: int = 9443
     webhook_auth: bool = True
     filter_namespaces: bool = False
@@ -84,6 +91,18 @@ class ControllerConfig:
         return f"faultmesh-controller/{self.namespace}"
 
 
+@dataclass(frozen=True)
+class WatchedPod:
+    """A pod as the pod informer keeps it: parsed for selection, and the part a pod-failure swap is planned from."""
+
+    pod: Pod
+    swap_basis: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> WatchedPod:
+        return cls(parse_pod(obj), podactions.swap_basis(obj))
+
+
 class PodIndex:
     """Pods (and namespaces, for the opt-in filter) from informers, as the selection's :class:`Inventory`.
 
@@ -91,8 +110,8 @@ class PodIndex:
     """
 
     def __init__(self, kube: Kube, on_change: Any = None) -> None:
-        self.pods_informer: Informer[Pod] = Informer(kube, PODS, transform=parse_pod, on_change=on_change,
-                                                     name="pods")
+        self.pods_informer: Informer[WatchedPod] = Informer(kube, PODS, transform=WatchedPod.of,
+                                                            on_change=on_change, name="pods")
         self.namespaces_informer: Informer[Namespace] = Informer(kube, NAMESPACES, transform=parse_namespace,
                                                                  name="namespaces")
         self._built: tuple[int, int] | None = None
@@ -114,7 +133,7 @@ class PodIndex:
     def _refresh(self) -> None:
         version = (self.pods_informer.version, self.namespaces_informer.version)
         if version != self._built:
-            pods = tuple(self.pods_informer.cache.values())
+            pods = tuple(watched.pod for watched in self.pods_informer.cache.values())
             self._inventory = Inventory(pods=pods, namespaces=tuple(self.namespaces_informer.cache.values()))
             self._by_key = {pod.key: pod for pod in pods}
             self._built = version
@@ -127,14 +146,20 @@ class PodIndex:
         self._refresh()
         return self._by_key
 
+    def swap_basis(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """What the watch last saw of the pod that a pod-failure swap is planned from; None when not cached."""
+        watched = self.pods_informer.get(namespace, name)
+        return None if watched is None else watched.swap_basis
+
 
 class KubeActions:
     """The reconciler's API side: experiment updates, events, and PodChaos's pod-kill and pod-failure."""
 
-    def __init__(self, kube: Kube, resources: Mapping[str, ResourceType], pause_image: str) -> None:
+    def __init__(self, kube: Kube, resources: Mapping[str, ResourceType], pause_image: str, pods: PodIndex) -> None:
         self.kube = kube
         self.resources = resources
         self.pause_image = pause_image
+        self.pods = pods
 
     async def update_experiment(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         return await self.kube.replace(self.resources[kind], obj)
@@ -147,10 +172,11 @@ class KubeActions:
 
     async def fail_pod(self, namespace: str, name: str, chaos_name: str, containers: Sequence[str]) -> None:
         await podactions.fail_pod(self.kube, namespace, name, chaos_name=chaos_name, pause_image=self.pause_image,
-                                  containers=containers)
+                                  containers=containers, watched=self.pods.swap_basis(namespace, name))
 
     async def restore_pod(self, namespace: str, name: str, chaos_name: str) -> None:
-        await podactions.restore_pod(self.kube, namespace, name, chaos_name=chaos_name)
+        await podactions.restore_pod(self.kube, namespace, name, chaos_name=chaos_name,
+                                     watched=self.pods.swap_basis(namespace, name))
 
 
 class AgentActions:
@@ -233,6 +259,7 @@ class Controller:
         self.metrics = metrics
         self.resources = experiment_kinds(config.kinds)
         self.queue: WorkQueue[Key] = WorkQueue(name="experiments")
+        self.records = RecordIndex()
         self.informers: dict[str, Informer[dict[str, Any]]] = {
             kind: Informer(kube, resource, on_change=self._experiment_changed(kind), name=kind)
             for kind, resource in self.resources.items()
@@ -242,7 +269,7 @@ class Controller:
                               tls=config.agent_tls, label_selector=config.agent_selector,
                               server_name=config.agent_server_name, timeout=config.agent_timeout)
         self.reconciler = Reconciler(
-            KubeActions(kube, self.resources, config.pause_image), AgentActions(self.pool), self.pods,
+            KubeActions(kube, self.resources, config.pause_image, self.pods), AgentActions(self.pool), self.pods,
             owner=config.owner, lease_ttl=config.lease_ttl, scope=Scope(filter_namespaces=config.filter_namespaces),
             allow_host_network=config.allow_host_network, observe=self._observe,
         )
@@ -250,23 +277,21 @@ class Controller:
 
     def _experiment_changed(self, kind: str) -> Any:
         def changed(change: Change[dict[str, Any]]) -> None:
+            namespace, name = change.key
+            key = (kind, namespace, name)
             if change.type == "deleted":
+                self.records.remove(key)
                 return
+            self.records.update(key, change.obj)
             if change.type == "updated" and change.old is not None and not worth_reconciling(change.old, change.obj):
                 return
-            namespace, name = change.key
-            self.queue.add((kind, namespace, name))
+            self.queue.add(key)
         return changed
 
-    def _pod_changed(self, change: Change[Pod]) -> None:
+    def _pod_changed(self, change: Change[WatchedPod]) -> None:
         """A pod came, went or changed: experiments waiting for targets, or recording it, look again."""
-        key = "/".join(change.key)
-        for kind, informer in self.informers.items():
-            for (namespace, name), obj in informer.cache.items():
-                records = ((obj.get("status") or {}).get("experiment") or {}).get("containerRecords")
-                if records is None or any(str(r.get("id", "")).startswith(key + "/") or r.get("id") == key
-                                          for r in records):
-                    self.queue.add((kind, namespace, name))
+        for key in self.records.experiments("/".join(change.key)):
+            self.queue.add(key)
 
     def _observe(self, kind: str, what: str, seconds: float) -> None:
         (self.metrics.observe_inject if what == "inject" else self.metrics.observe_recover)(kind, seconds)
@@ -344,7 +369,7 @@ class Controller:
                     if record.get("phase") != INJECTED:
                         continue
                     record_id = str(record.get("id", ""))
-                    pod = pods.get("/".join(record_id.split("/")[:2]))
+                    pod = pods.get(record_pod_key(record_id))
                     alive = self.pool.alive_injections(pod.node_name) if pod is not None and pod.node_name else None
                     if alive is not None and injection_id(uid, str(record.get("selectorKey", ".")),
                                                            record_id) not in alive:
@@ -371,13 +396,8 @@ async def run_controller(config: ControllerConfig) -> None:
     tasks: list[asyncio.Task[Any]] = []
     metrics_server = await serve_metrics(metrics, config.metrics_port) if config.metrics_port else None
     try:
-        if config.webhook_cert is not None and config.webhook_key is not None:
-            from .webhooks import WebhookSettings, serve
-
-            settings = WebhookSettings(auth=config.webhook_auth, filter_namespaces=config.filter_namespaces,
-                                       kubeconfig=config.kubeconfig, context=config.context)
-            tasks.append(asyncio.create_task(serve(settings, cert=config.webhook_cert, key=config.webhook_key,
-                                                   host="0.0.0.0", port=config.webhook_port)))
+        if config.webhook_cert is not None or config.webhook_certs is not None:
+            tasks.append(asyncio.create_task(serve_webhooks(kube, config)))
         elector = LeaderElector(kube, config.namespace, config.lease_name, config.identity)
 
         async def lead() -> None:
@@ -392,6 +412,28 @@ async def run_controller(config: ControllerConfig) -> None:
         if metrics_server is not None:
             await metrics_server.close()
         await kube.close()
+
+
+async def serve_webhooks(kube: Kube, config: ControllerConfig) -> None:
+    """The admission webhooks of this replica, on the files given or on the certificates it keeps itself."""
+    from .webhooks import WebhookSettings, serve
+
+    settings = WebhookSettings(auth=config.webhook_auth, filter_namespaces=config.filter_namespaces,
+                               kubeconfig=config.kubeconfig, context=config.context)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if config.webhook_certs is not None:
+                await stack.enter_async_context(kept_certificates(kube, config.webhook_certs))
+                cert, key = config.webhook_certs.cert_file, config.webhook_certs.key_file
+            else:
+                assert config.webhook_cert is not None and config.webhook_key is not None
+                cert, key = config.webhook_cert, config.webhook_key
+            await serve(settings, cert=cert, key=key, host="0.0.0.0", port=config.webhook_port,
+                        reload_interval=config.webhook_cert_reload_interval)
+    except Exception:
+        # The task's result is read only at shutdown: say it now, or a replica would just never become ready.
+        log.exception("the admission webhooks stopped")
+        raise
 
 
 def controller_command(
@@ -417,6 +459,27 @@ def controller_command(
     webhook_cert: Annotated[Path | None, typer.Option(help="Serving certificate of the admission webhooks.")] = None,
     webhook_key: Annotated[Path | None, typer.Option(help="Its key.")] = None,
     webhook_port: Annotated[int, typer.Option(help="Port of the admission webhooks.")] = 9443,
+    webhook_cert_reload_interval: Annotated[float, typer.Option(
+        help="Seconds between looks for a replaced webhook certificate, which is then served without a restart.")] = (
+        RELOAD_INTERVAL_S),
+    webhook_cert_dir: Annotated[Path | None, typer.Option(
+        help="Instead of --webhook-cert/--webhook-key: keep the webhooks' own CA and certificate in this writable"
+             " directory, renewed before expiry, shared by the replicas through --webhook-secret, and write the CA"
+             " into the webhook configurations.")] = None,
+    webhook_service: Annotated[str | None, typer.Option(
+        help="With --webhook-cert-dir: the Service (in --namespace) the API server calls the webhooks through;"
+             " the certificate names it. [default: faultmesh-controller]")] = None,
+    webhook_host: Annotated[list[str] | None, typer.Option(
+        help="With --webhook-cert-dir: another DNS name or IP address the certificate names (repeatable).")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(
+        help="With --webhook-cert-dir: the Secret in --namespace that holds the certificates for every replica."
+             " [default: faultmesh-webhook-certs]")] = None,
+    webhook_configuration: Annotated[list[str] | None, typer.Option(
+        help="With --webhook-cert-dir: a webhook configuration (mutating or validating) to write the CA into"
+             " (repeatable). [default: faultmesh-mutation, faultmesh-validation, faultmesh-validate-auth]")] = None,
+    webhook_cert_check_interval: Annotated[float | None, typer.Option(
+        help="With --webhook-cert-dir: seconds between checks of the certificates and the caBundle."
+             " [default: 3600]")] = None,
     filter_namespaces: Annotated[bool, typer.Option(
         help="Only act in namespaces annotated chaos-mesh.org/inject=enabled.")] = False,
     allow_host_network: Annotated[bool, typer.Option(help="Allow network faults on hostNetwork pods.")] = False,
@@ -439,15 +502,25 @@ def controller_command(
             raise typer.Exit(2)
         assert agent_ca is not None and agent_cert is not None and agent_key is not None
         tls = TlsFiles(ca=agent_ca, cert=agent_cert, key=agent_key)
-    if (webhook_cert is None) != (webhook_key is None):
-        err.print("[red]✗[/red] --webhook-cert and --webhook-key go together")
+    if webhook_cert_reload_interval <= 0:
+        err.print(f"[red]✗[/red] --webhook-cert-reload-interval: {webhook_cert_reload_interval:g} must be more than 0")
         raise typer.Exit(2)
+    try:
+        webhook_certs = webhook_cert_options(
+            cert=webhook_cert, key=webhook_key, cert_dir=webhook_cert_dir, namespace=namespace,
+            service=webhook_service, hosts=webhook_host or (), secret=webhook_secret,
+            configurations=webhook_configuration or (), check_interval=webhook_cert_check_interval,
+        )
+    except WebhookCertOptionError as error:
+        err.print(f"[red]✗[/red] {error}")
+        raise typer.Exit(2) from None
     config = ControllerConfig(
         kubeconfig=kubeconfig, context=context, namespace=namespace, agent_namespace=agent_namespace,
         agent_selector=agent_selector, agent_port=agent_port, agent_tls=tls, agent_server_name=agent_server_name,
         lease_ttl=lease_ttl, workers=workers, kube_qps=kube_qps, kube_burst=kube_burst,
         metrics_port=metrics_port or None, webhook_cert=webhook_cert,
-        webhook_key=webhook_key, webhook_port=webhook_port, filter_namespaces=filter_namespaces,
+        webhook_key=webhook_key, webhook_certs=webhook_certs, webhook_cert_reload_interval=webhook_cert_reload_interval,
+        webhook_port=webhook_port, filter_namespaces=filter_namespaces,
         allow_host_network=allow_host_network,
     )
 

@@ -13,13 +13,18 @@ the plan was made from: a crash cannot leave a pause image without its saved ori
 meanwhile is re-read and planned again. Both directions are idempotent: a container whose original is already
 saved is not saved again (the saved value would be the pause image), and a pod without saved images is left
 alone. A pod that is gone needs nothing more: for recovery it counts as recovered.
+
+The controller watches pods, so a swap is first planned from the watched copy (its :func:`swap_basis`), without
+reading the pod: one request per pod instead of two. The guard makes that safe: a copy the watch has not brought
+up to date yet is refused (409), and the pod is then read and planned again as without a copy. A plan from the
+copy that has nothing to do is checked against a fresh read too, so "unchanged" is only ever the server's answer.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -68,7 +73,7 @@ def image_annotation_key(chaos_name: str, container: str, *, init: bool, action:
 
 @dataclass(frozen=True)
 class ImageChange:
-    """One container's new image, at its index in ``spec.containers`` or ``spec.initContainers``."""
+    """A container's image (in a swap, its new one), at its index in ``spec.containers`` or ``spec.initContainers``."""
 
     init: bool
     index: int
@@ -112,10 +117,21 @@ def _pointer_token(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _containers(pod: Mapping[str, Any]) -> list[tuple[bool, int, Mapping[str, Any]]]:
+def _chosen_containers(
+    pod: Mapping[str, Any], chaos_name: str, containers: Collection[str] | None
+) -> Iterator[tuple[ImageChange, str]]:
+    """Each container and init container (or those named) with its current image, and its saved-image key."""
     spec = pod.get("spec") or {}
-    listed = [(False, index, c) for index, c in enumerate(spec.get("containers") or ())]
-    return listed + [(True, index, c) for index, c in enumerate(spec.get("initContainers") or ())]
+    for init, listed in ((False, spec.get("containers")), (True, spec.get("initContainers"))):
+        for index, container in enumerate(listed or ()):
+            name = str(container.get("name") or "")
+            if containers is None or name in containers:
+                current = ImageChange(init, index, name, str(container.get("image") or ""))
+                yield current, image_annotation_key(chaos_name, name, init=init)
+
+
+def _annotations(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (pod.get("metadata") or {}).get("annotations") or {}
 
 
 def plan_failure(
@@ -127,37 +143,49 @@ def plan_failure(
     pause image as the original. ``containers=None`` is every container and init container, as Chaos Mesh
     does for pod-failure.
     """
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(pod)
     images: list[ImageChange] = []
     saved: dict[str, str | None] = {}
-    for init, index, container in _containers(pod):
-        name = str(container.get("name") or "")
-        if containers is not None and name not in containers:
-            continue
-        key = image_annotation_key(chaos_name, name, init=init)
+    for current, key in _chosen_containers(pod, chaos_name, containers):
         if key not in annotations:
-            saved[key] = str(container.get("image") or "")
-        if container.get("image") != pause_image:
-            images.append(ImageChange(init, index, name, pause_image))
+            saved[key] = current.image
+        if current.image != pause_image:
+            images.append(replace(current, image=pause_image))
     return ImageSwap(tuple(images), saved)
 
 
 def plan_restore(pod: Mapping[str, Any], chaos_name: str, containers: Collection[str] | None = None) -> ImageSwap:
     """The swap that puts every saved original image back (or those of the named containers) and drops its key."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(pod)
     images: list[ImageChange] = []
     removed: dict[str, str | None] = {}
-    for init, index, container in _containers(pod):
-        name = str(container.get("name") or "")
-        if containers is not None and name not in containers:
-            continue
-        key = image_annotation_key(chaos_name, name, init=init)
+    for current, key in _chosen_containers(pod, chaos_name, containers):
         if key not in annotations:
             continue
         removed[key] = None
-        if container.get("image") != annotations[key]:
-            images.append(ImageChange(init, index, name, str(annotations[key])))
+        if current.image != annotations[key]:
+            images.append(replace(current, image=str(annotations[key])))
     return ImageSwap(tuple(images), removed)
+
+
+def swap_basis(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a pod that planning and guarding a swap read: identity, resourceVersion, annotations, images.
+
+    What the pod index keeps of each watched pod (the whole object would cost memory for nothing); planning
+    from it gives the same swap as planning from the pod.
+    """
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    basis: dict[str, Any] = {
+        "metadata": {key: metadata[key] for key in ("namespace", "name", "uid", "resourceVersion", "annotations")
+                     if key in metadata},
+        "spec": {},
+    }
+    for listing in ("containers", "initContainers"):
+        if listing in spec:
+            basis["spec"][listing] = [{key: c[key] for key in ("name", "image") if key in c}
+                                      for c in spec[listing] or ()]
+    return basis
 
 
 async def _read_pod(kube: Kube, namespace: str, name: str, uid: str | None) -> dict[str, Any] | None:
@@ -200,9 +228,14 @@ async def fail_pod(
     pause_image: str = DEFAULT_PAUSE_IMAGE,
     containers: Collection[str] | None = None,
     uid: str | None = None,
+    watched: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Swap the pod's images for ``pause_image``, saving the originals under ``chaos_name``'s annotation keys."""
-    return await _swap(kube, namespace, name, uid, "swap the images of",
+    """Swap the pod's images for ``pause_image``, saving the originals under ``chaos_name``'s annotation keys.
+
+    ``watched`` is the pod as a watch last saw it (at least its :func:`swap_basis`); the first plan is made
+    from it, and the pod is read only when that copy turns out stale, or has nothing to do.
+    """
+    return await _swap(kube, namespace, name, uid, watched, "swap the images of",
                        lambda pod: plan_failure(pod, chaos_name, pause_image, containers))
 
 
@@ -214,15 +247,30 @@ async def restore_pod(
     chaos_name: str,
     containers: Collection[str] | None = None,
     uid: str | None = None,
+    watched: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Put back the images ``chaos_name`` saved and remove their annotations; a pod gone counts as recovered."""
-    return await _swap(kube, namespace, name, uid, "restore the images of",
+    """Put back the images ``chaos_name`` saved and remove their annotations; a pod gone counts as recovered.
+
+    ``watched`` as for :func:`fail_pod`.
+    """
+    return await _swap(kube, namespace, name, uid, watched, "restore the images of",
                        lambda pod: plan_restore(pod, chaos_name, containers))
 
 
 async def _swap(
-    kube: Kube, namespace: str, name: str, uid: str | None, what: str, plan: Callable[[Mapping[str, Any]], ImageSwap]
+    kube: Kube,
+    namespace: str,
+    name: str,
+    uid: str | None,
+    watched: Mapping[str, Any] | None,
+    what: str,
+    plan: Callable[[Mapping[str, Any]], ImageSwap],
 ) -> Outcome:
+    if watched is not None and (uid is None or (watched.get("metadata") or {}).get("uid") == uid):
+        swap = plan(watched)
+        # Nothing to do, or a 409 (the watch is behind): both are settled by reading the pod, as below.
+        if not swap.empty and (outcome := await _patch(kube, namespace, name, watched, swap)) is not None:
+            return outcome
     for _ in range(CONFLICT_ATTEMPTS):
         pod = await _read_pod(kube, namespace, name, uid)
         if pod is None:
@@ -230,20 +278,27 @@ async def _swap(
         swap = plan(pod)
         if swap.empty:
             return Outcome.UNCHANGED
-        metadata = pod.get("metadata") or {}
-        has_annotations = isinstance(metadata.get("annotations"), dict)
-        operations = swap.operations(str(metadata.get("resourceVersion") or ""), has_annotations)
-        try:
-            await kube.json_patch(PODS, name, operations, namespace)
-        except KubeError as error:
-            if error.status == 404:
-                return Outcome.GONE
-            if error.status == 409:  # changed since we read it: plan again from the new version
-                continue
-            raise
-        return Outcome.CHANGED
+        outcome = await _patch(kube, namespace, name, pod, swap)
+        if outcome is not None:
+            return outcome
     raise KubeError(
         f"{what} pod {namespace}/{name}: the pod changed {CONFLICT_ATTEMPTS} times while being patched; "
         "will try again",
         status=409,
     )
+
+
+async def _patch(kube: Kube, namespace: str, name: str, pod: Mapping[str, Any], swap: ImageSwap) -> Outcome | None:
+    """Apply ``swap``, planned from ``pod``, guarded by its resourceVersion; None when the pod changed since (409)."""
+    metadata = pod.get("metadata") or {}
+    has_annotations = isinstance(metadata.get("annotations"), dict)
+    operations = swap.operations(str(metadata.get("resourceVersion") or ""), has_annotations)
+    try:
+        await kube.json_patch(PODS, name, operations, namespace)
+    except KubeError as error:
+        if error.status == 404:
+            return Outcome.GONE
+        if error.status == 409:
+            return None
+        raise
+    return Outcome.CHANGED

@@ -56,6 +56,8 @@ from faultmesh.kinds.experiment import (
 from faultmesh.kinds.plan import PlanError
 from faultmesh.selection import Inventory, Pod, Scope, SelectionError, plan_experiment
 
+from .recordindex import record_pod_key
+
 log = logging.getLogger(__name__)
 
 FINALIZER = "chaos-mesh/records"
@@ -271,7 +273,7 @@ class Reconciler:
             return records
         checked: list[Record] = []
         for record in records:
-            pod = pods.get(_pod_key(record.id))
+            pod = pods.get(record_pod_key(record.id))
             current = record
             if record.phase == INJECTED and pod is not None and pod.node_name:
                 alive = self.agents.alive(pod.node_name)
@@ -286,9 +288,9 @@ class Reconciler:
 
     async def _apply(self, resource: Resource, uid: str, record: Record, pods: Mapping[str, Pod],
                      works: Mapping[tuple[str, str], tuple[AgentWork, ...] | str]) -> str | None:
-        pod = pods.get(_pod_key(record.id))
+        pod = pods.get(record_pod_key(record.id))
         if pod is None:
-            return f"pod {_pod_key(record.id)} not found"
+            return f"pod {record_pod_key(record.id)} not found"
         action = getattr(getattr(resource, "spec", None), "action", None)
         if resource.kind == "PodChaos" and action == "pod-kill":
             # Chaos Mesh always sends spec.gracePeriod, whose zero value (unset) deletes at once; not the pod's own.
@@ -315,7 +317,7 @@ class Reconciler:
         return None
 
     async def _recover(self, resource: Resource, uid: str, record: Record, pods: Mapping[str, Pod]) -> str | None:
-        pod = pods.get(_pod_key(record.id))
+        pod = pods.get(record_pod_key(record.id))
         if pod is None:
             return None  # the pod is gone, and its faults with it
         action = getattr(getattr(resource, "spec", None), "action", None)
@@ -361,10 +363,6 @@ class Reconciler:
 def _api_side(resource: Resource) -> bool:
     action = getattr(getattr(resource, "spec", None), "action", None)
     return resource.kind == "PodChaos" and action in ("pod-kill", "pod-failure")
-
-
-def _pod_key(record_id: str) -> str:
-    return "/".join(record_id.split("/")[:2])
 
 
 def decision_phase(status: Mapping[str, Any] | None) -> str:

@@ -46,6 +46,7 @@ from faultmesh.api.loader import DEFAULT_NAMESPACE, ManifestError, parse_object
 from faultmesh.api.registry import kinds
 from faultmesh.selection import selectors_of
 
+from .certreload import RELOAD_INTERVAL_S, CertificateReloader, watch_certificate
 from .kube import Kube, KubeError, UserInfo
 
 # A fixed name: run as ``python -m`` this module is __main__.
@@ -624,39 +625,15 @@ def webhook_configurations(
 # Serving
 
 
-async def watch_certificate(context: ssl.SSLContext, cert: Path, key: Path, interval: float) -> None:
-    """Reload the serving certificate into ``context`` whenever its files change (rotation, a new Secret).
-
-    New TLS connections get the new certificate; open ones keep theirs. A pair caught half
-    written (certificate and key not matching yet) is tried again on the next tick.
-    """
-    def stamp() -> tuple[int, ...]:
-        try:
-            cert_stat, key_stat = cert.stat(), key.stat()
-        except OSError:
-            return ()
-        return (cert_stat.st_mtime_ns, cert_stat.st_size, key_stat.st_mtime_ns, key_stat.st_size)
-
-    loaded = stamp()
-    while True:
-        await asyncio.sleep(interval)
-        current = stamp()
-        if not current or current == loaded:
-            continue
-        try:
-            context.load_cert_chain(str(cert), str(key))
-        except (ssl.SSLError, OSError) as error:
-            log.warning("serving certificate changed but does not load yet (%s); trying again", error)
-            continue
-        loaded = current
-        log.info("reloaded the serving certificate from %s", cert)
-
-
 async def serve(
     settings: WebhookSettings, *, cert: Path, key: Path, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
-    reload_interval: float = 30.0, log_level: str = "info",
+    reload_interval: float = RELOAD_INTERVAL_S, log_level: str = "info",
 ) -> bool:
-    """Serve the webhooks over TLS until SIGINT/SIGTERM; False when the server could not start."""
+    """Serve the webhooks over TLS until SIGINT/SIGTERM; False when the server could not start.
+
+    A certificate and key replaced on disk are served to new connections within ``reload_interval`` seconds
+    (:mod:`.certreload`); a pair that cannot be used is logged and the previous one kept.
+    """
     import uvicorn
 
     # Connect here rather than in the app's lifespan, so a bad kubeconfig is one clear error.
@@ -669,9 +646,20 @@ async def serve(
         )
         config.load()
         assert config.ssl is not None
-        watcher = asyncio.create_task(watch_certificate(config.ssl, cert, key, reload_interval))
+        # The server keeps this context for good; the reloader loads renewed files into it.
+        reloader = CertificateReloader(config.ssl, cert, key)
+        reloader.check()
+        watcher = asyncio.create_task(reloader.run(reload_interval))
         server = uvicorn.Server(config)
-        await server.serve()
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            # Stopped from outside (the controller shutting down): let uvicorn close its connections and run
+            # the app's shutdown rather than be cut off mid-lifespan, which it reports with a traceback.
+            server.should_exit = True
+            await serving
+            raise
         return server.started
     finally:
         if watcher is not None:
@@ -695,8 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the SubjectAccessReview check of /validate-auth (Chaos Mesh's securityMode off)")
     parser.add_argument("--filter-namespaces", action="store_true",
                         help=f"refuse objects reaching no namespace annotated {INJECT_ANNOTATION}={ENABLED}")
-    parser.add_argument("--cert-reload-interval", type=float, default=30.0,
-                        help="seconds between checks for a changed certificate (default: 30)")
+    parser.add_argument("--cert-reload-interval", type=float, default=RELOAD_INTERVAL_S,
+                        help=f"seconds between checks for a changed certificate (default: {RELOAD_INTERVAL_S:g})")
     parser.add_argument("--log-level", default=os.environ.get("FAULTMESH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)

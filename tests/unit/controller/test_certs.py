@@ -105,6 +105,29 @@ def test_files_that_do_not_belong_together_are_replaced(tmp_path: Path) -> None:
     assert ensure_serving_cert(tmp_path, HOSTS).renewed == "CA and certificate (no CA yet)"
 
 
+def test_a_ca_whose_key_is_gone_is_replaced_but_stays_trusted(tmp_path: Path) -> None:
+    """As with a Secret made by an installer: its CA may have signed what other servers still present."""
+    ensure_serving_cert(tmp_path, HOSTS)
+    old_ca = certificate(tmp_path / CA_CERT_FILE)
+    (tmp_path / CA_KEY_FILE).unlink()
+    (tmp_path / CA_BUNDLE_FILE).unlink()
+    renewed = ensure_serving_cert(tmp_path, HOSTS)
+    assert renewed.renewed == "CA and certificate (no CA yet)"
+    bundle = x509.load_pem_x509_certificates(renewed.ca_bundle)
+    assert [c.serial_number for c in bundle] == [certificate(tmp_path / CA_CERT_FILE).serial_number,
+                                                 old_ca.serial_number]
+
+
+def test_host_names_too_long_for_the_subject_are_still_named(tmp_path: Path) -> None:
+    hosts = service_hosts("faultmesh-controller", "a-namespace-name-of-fifty-characters-for-the-test")
+    serving = ensure_serving_cert(tmp_path, hosts)
+    cert = certificate(serving.cert_file)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == list(hosts)
+    common_name = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert common_name == "faultmesh-controller"  # the first name that fits in 64 characters
+
+
 def test_rotation_reasons(tmp_path: Path) -> None:
     ensure_serving_cert(tmp_path, HOSTS)
     cert, ca = (tmp_path / CERT_FILE).read_bytes(), (tmp_path / CA_CERT_FILE).read_bytes()

@@ -27,6 +27,7 @@ from faultmesh.controller.podactions import (
     plan_failure,
     plan_restore,
     restore_pod,
+    swap_basis,
 )
 
 PAUSE = "faultmesh.local/pause:latest"
@@ -189,6 +190,35 @@ def test_fail_then_restore_gives_back_the_pod(
     assert restored == original
 
 
+@given(
+    containers=st.dictionaries(names, images, min_size=1, max_size=3),
+    init=st.dictionaries(names, images, max_size=2),
+    annotations=st.none() | st.dictionaries(names, images, max_size=2),
+    chaos=names,
+    failed_first=st.booleans(),
+)
+def test_the_swap_basis_plans_what_the_whole_pod_plans(
+    containers: dict[str, str], init: dict[str, str], annotations: dict[str, str] | None, chaos: str,
+    failed_first: bool,
+) -> None:
+    whole = pod(containers, {f"init-{name}": image for name, image in init.items()}, annotations)
+    whole["metadata"].update(labels={"app": "web"}, ownerReferences=[{"kind": "ReplicaSet", "name": "web"}])
+    for container in whole["spec"]["containers"]:
+        container.update(env=[{"name": "MODE", "value": "prod"}], ports=[{"containerPort": 8080}])
+    whole["status"] = {"phase": "Running", "podIP": "10.0.0.7"}
+    if failed_first:
+        whole = patched(whole, plan_failure(whole, chaos, PAUSE))
+    basis = swap_basis(whole)
+    assert plan_failure(basis, chaos, PAUSE) == plan_failure(whole, chaos, PAUSE)
+    assert plan_restore(basis, chaos) == plan_restore(whole, chaos)
+    assert plan_failure(basis, chaos, PAUSE, containers=set(containers)) == \
+        plan_failure(whole, chaos, PAUSE, containers=set(containers))
+    for key in ("uid", "resourceVersion", "name", "namespace"):
+        assert basis["metadata"][key] == whole["metadata"][key]
+    assert ("annotations" in basis["metadata"]) == ("annotations" in whole["metadata"])
+    assert "status" not in basis and "env" not in basis["spec"]["containers"][0]
+
+
 # ---- the actions' control flow against a scripted API door --------------------------------------------------
 
 
@@ -263,6 +293,63 @@ def test_other_api_errors_propagate() -> None:
     kube = ScriptedKube([pod({"app": "a:1"})], patches=[KubeError("forbidden", status=403)])
     with pytest.raises(KubeError, match="forbidden"):
         run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE))
+
+
+def test_a_watched_copy_saves_the_read() -> None:
+    kube = ScriptedKube([])
+    watched = swap_basis(pod({"app": "a:1"}, resource_version="12"))
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE, watched=watched)) \
+        is Outcome.CHANGED
+    assert [call for call, _ in kube.calls] == ["patch"]
+    assert kube.calls[0][1][0] == {"op": "replace", "path": "/metadata/resourceVersion", "value": "12"}
+    failed = swap_basis(patched(pod({"app": "a:1"}), plan_failure(pod({"app": "a:1"}), "f", PAUSE)))
+    kube = ScriptedKube([])
+    assert run(restore_pod(as_kube(kube), "shop", "web-0", chaos_name="f", watched=failed)) is Outcome.CHANGED
+    assert [call for call, _ in kube.calls] == ["patch"]
+
+
+def test_a_stale_watched_copy_is_refused_and_the_pod_read_and_planned_again() -> None:
+    stale = swap_basis(pod({"app": "a:1"}, resource_version="7"))
+    kube = ScriptedKube([pod({"app": "a:2"}, resource_version="9")], patches=[KubeError("conflict", status=409)])
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE, watched=stale)) \
+        is Outcome.CHANGED
+    assert [call for call, _ in kube.calls] == ["patch", "get", "patch"]
+    last = kube.calls[-1][1]
+    assert last[0]["value"] == "9"
+    assert {"op": "add", "path": "/metadata/annotations/chaos-mesh-f-pod-failure-app-normal-image",
+            "value": "a:2"} in last
+    # The stale copy does not count as one of the conflicts: the pod itself may still change that often.
+    kube = ScriptedKube([pod({"app": "a:1"})] * CONFLICT_ATTEMPTS,
+                        patches=[KubeError("conflict", status=409)] * (CONFLICT_ATTEMPTS + 1))
+    with pytest.raises(KubeError, match=f"changed {CONFLICT_ATTEMPTS} times"):
+        run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE, watched=stale))
+    assert [call for call, _ in kube.calls].count("get") == CONFLICT_ATTEMPTS
+
+
+def test_nothing_to_do_on_the_watched_copy_is_asked_of_the_server() -> None:
+    # The watch may not show yet that the images were put back: only the server's copy can say "unchanged".
+    original = pod({"app": "a:1"})
+    failed = patched(original, plan_failure(original, "f", PAUSE))
+    kube = ScriptedKube([original])
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE,
+                        watched=swap_basis(failed))) is Outcome.CHANGED
+    assert [call for call, _ in kube.calls] == ["get", "patch"]
+    kube = ScriptedKube([failed])
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE,
+                        watched=swap_basis(failed))) is Outcome.UNCHANGED
+    assert [call for call, _ in kube.calls] == ["get"]
+
+
+def test_a_watched_copy_of_another_uid_or_a_vanished_pod() -> None:
+    namesake = swap_basis(pod({"app": "a:1"}, uid="uid-2"))
+    kube = ScriptedKube([pod({"app": "a:1"}, uid="uid-1")])
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE, uid="uid-1",
+                        watched=namesake)) is Outcome.CHANGED
+    assert [call for call, _ in kube.calls] == ["get", "patch"]
+    kube = ScriptedKube([], patches=[KubeError("gone", status=404)])
+    assert run(fail_pod(as_kube(kube), "shop", "web-0", chaos_name="f", pause_image=PAUSE,
+                        watched=swap_basis(pod({"app": "a:1"})))) is Outcome.GONE
+    assert [call for call, _ in kube.calls] == ["patch"]
 
 
 def test_kill_passes_the_grace_period_and_the_uid_precondition() -> None:
