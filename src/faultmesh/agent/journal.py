@@ -491,8 +491,12 @@ class JournalState:
             if not run.live:
                 continue
             records.append(RunStarted(run.run, run.group, run.members, run.plan, run.location, run.started_at))
-            for index in run.intents:
-                records.append(StepIntent(run.run, index, run.started_at))
+            # Steps in intent order, then any step with records but no intent (an undo begun on a step that
+            # was never applied, say): compaction keeps every unfinished fact, not only the usual sequences.
+            others = (set(run.applied) | set(run.failed) | set(run.undo_intents) | set(run.undone)) - set(run.intents)
+            for index in [*run.intents, *sorted(others)]:
+                if index in run.intents:
+                    records.append(StepIntent(run.run, index, run.started_at))
                 if index in run.applied:
                     records.append(StepApplied(run.run, index, run.applied[index], run.started_at))
                 if index in run.failed:

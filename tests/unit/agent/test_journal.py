@@ -237,6 +237,13 @@ def test_compaction_keeps_exactly_what_is_unfinished(recs: list[Record]) -> None
     assert all(injection.outcome is None for injection in again.injections.values())
 
 
+def test_compaction_keeps_an_undo_begun_on_a_step_never_applied() -> None:
+    plan = Plan("K", Target("containerd://a"), (Step("kill", KillProcess("SIGKILL"), None, None),))
+    state = replay([RunStarted("r", "g", (), plan, None, 0.0), UndoIntent("r", 0, 0.0), UndoDone("r", 0, 0.0)])
+    again = replay(state.snapshot())
+    assert (again.runs["r"].undo_intents, again.runs["r"].undone) == ({0}, {0})
+
+
 def test_compact_replaces_the_file_atomically(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)

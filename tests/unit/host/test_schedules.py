@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faultmesh.api.cron import parse_schedule
+from faultmesh.api.cron import CronSchedule, parse_schedule
 from faultmesh.engine.schedule import (
     MAX_MISSED,
     NAME_ALPHABET,
@@ -261,6 +261,15 @@ def test_driving_an_every_schedule_with_a_fake_clock(every: int, run_time: float
     assert len(spawned) >= int(horizon // gap) - 1
 
 
+def matches_between(cron: CronSchedule, earliest: float, now: float) -> int:
+    """How many run times lie in (earliest, now], counted one by one up to one past MAX_MISSED."""
+    count, upcoming = 0, next_after(cron, earliest)
+    while upcoming is not None and upcoming <= now and count <= MAX_MISSED:
+        count += 1
+        upcoming = next_after(cron, upcoming)
+    return count
+
+
 CRONS = ["*/5 * * * *", "0 * * * *", "30 9 * * mon-fri", "*/15 */2 * * *", "0 0 1 * *", "*/20 * * * * *"]
 
 
@@ -278,7 +287,9 @@ def test_the_missed_run_is_the_latest_matching_time(text: str, created: float, e
     try:
         unmet = recent_unmet(cron, created_at=created, last_schedule=None, now=now, starting_deadline=deadline)
     except ScheduleTimeError:
-        assert deadline is None  # only an unbounded look back can count too many
+        # Too many: more than MAX_MISSED matching times lie in the look-back window (an unbounded one, or a
+        # deadline longer than MAX_MISSED periods of a frequent schedule).
+        assert matches_between(cron, created if deadline is None else max(created, now - deadline), now) > MAX_MISSED
         return
     earliest = created if deadline is None else max(created, now - deadline)
     if unmet.next_run is not None:
