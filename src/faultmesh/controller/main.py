@@ -42,6 +42,7 @@ from .election import LeaderElector
 from .informer import Change, Informer
 from .kube import DEFAULT_BURST, DEFAULT_QPS, NAMESPACES, PODS, Kube, KubeError, ResourceType, chaos_resource
 from .metrics import ControllerMetrics, Sources, chaos_status, serve_metrics
+from .ownwrites import RECHECK_S, OwnWrites
 from .reconciler import Outcome, Reconciler
 from .recordindex import RecordIndex, record_pod_key
 from .workqueue import WorkQueue, run_workers
@@ -230,6 +231,10 @@ def experiment_kinds(wanted: Sequence[str]) -> dict[str, ResourceType]:
     return found
 
 
+def resource_version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def worth_reconciling(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether an update changed more than the records' event lists (Chaos Mesh's StatusRecordEventsChangePredicate).
 
@@ -260,6 +265,7 @@ class Controller:
         self.resources = experiment_kinds(config.kinds)
         self.queue: WorkQueue[Key] = WorkQueue(name="experiments")
         self.records = RecordIndex()
+        self.own_writes: OwnWrites[Key] = OwnWrites()
         self.informers: dict[str, Informer[dict[str, Any]]] = {
             kind: Informer(kube, resource, on_change=self._experiment_changed(kind), name=kind)
             for kind, resource in self.resources.items()
@@ -271,7 +277,7 @@ class Controller:
         self.reconciler = Reconciler(
             KubeActions(kube, self.resources, config.pause_image, self.pods), AgentActions(self.pool), self.pods,
             owner=config.owner, lease_ttl=config.lease_ttl, scope=Scope(filter_namespaces=config.filter_namespaces),
-            allow_host_network=config.allow_host_network, observe=self._observe,
+            allow_host_network=config.allow_host_network, observe=self._observe, wrote=self._wrote,
         )
         metrics.sources = Sources(experiments=self._phases)
 
@@ -281,6 +287,7 @@ class Controller:
             key = (kind, namespace, name)
             if change.type == "deleted":
                 self.records.remove(key)
+                self.own_writes.forget(key)
                 return
             self.records.update(key, change.obj)
             if change.type == "updated" and change.old is not None and not worth_reconciling(change.old, change.obj):
@@ -292,6 +299,10 @@ class Controller:
         """A pod came, went or changed: experiments waiting for targets, or recording it, look again."""
         for key in self.records.experiments("/".join(change.key)):
             self.queue.add(key)
+
+    def _wrote(self, kind: str, obj: Mapping[str, Any], replaced: str) -> None:
+        metadata = obj.get("metadata") or {}
+        self.own_writes.wrote((kind, str(metadata.get("namespace") or ""), str(metadata.get("name") or "")), replaced)
 
     def _observe(self, kind: str, what: str, seconds: float) -> None:
         (self.metrics.observe_inject if what == "inject" else self.metrics.observe_recover)(kind, seconds)
@@ -311,12 +322,17 @@ class Controller:
         kind, namespace, name = key
         cached = self.informers[kind].get(namespace, name)
         if cached is None:
+            self.own_writes.forget(key)
+            return None
+        if self.own_writes.stale(key, resource_version(cached)):
+            # The cache has not seen our last write yet; a pass from it would redo what that write recorded.
+            self.queue.add_after(key, RECHECK_S)
             return None
         try:
             outcome: Outcome = await self.reconciler.reconcile(kind, copy.deepcopy(cached))
         except KubeError as error:
             if error.status == 409:
-                self.queue.add_after(key, 0.05)  # the cache will bring the newer version; look again then
+                self.queue.add_after(key, RECHECK_S)  # the cache will bring the newer version; look again then
                 return None
             if error.status == 404:
                 return None

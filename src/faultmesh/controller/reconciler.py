@@ -122,6 +122,7 @@ class Reconciler:
         allow_host_network: bool = False,
         clock: Callable[[], float] = time.time,
         observe: Callable[[str, str, float], None] | None = None,
+        wrote: Callable[[str, Mapping[str, Any], str], None] | None = None,
     ) -> None:
         self.api = api
         self.agents = agents
@@ -133,6 +134,8 @@ class Reconciler:
         self.clock = clock
         #: (kind, "inject"|"recover", seconds) for the latency histograms.
         self.observe = observe
+        #: (kind, the object as written, the resourceVersion the write replaced) after each successful write.
+        self.wrote = wrote
 
     async def reconcile(self, kind: str, obj: dict[str, Any]) -> Outcome:
         metadata = obj.setdefault("metadata", {})
@@ -356,7 +359,12 @@ class Reconciler:
         return Outcome()
 
     async def _update(self, kind: str, obj: dict[str, Any]) -> None:
+        replaced = str(obj["metadata"].get("resourceVersion") or "")
         updated = await self.api.update_experiment(kind, obj)
+        # Not the new resourceVersion: a write that drops a deleted object's last finalizer deletes the object
+        # and answers with the version it replaced.
+        if self.wrote is not None:
+            self.wrote(kind, obj, replaced)
         obj["metadata"]["resourceVersion"] = updated.get("metadata", {}).get("resourceVersion")
 
 
